@@ -1,0 +1,49 @@
+# Two entry points for a fresh machine (python3 + apt): `make serve` and `make test`.
+# Everything is installed into .venv; stamps make re-runs cheap.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# On the project's build machines `pip install torch==2.13.0` takes a local CPU wheel; an
+# unpinned torch would pull gigabytes of CUDA packages.  Only the test/export install needs it.
+TORCH  ?= torch==2.13.0
+# Debian packages the tests use: TTS voices that make aligned test speech.
+TEST_DEBS := espeak-ng flite
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: serve test install install-test system-test-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -e ".[export,test]"
+	touch $@ $(VENV)/.serve-installed
+
+install: $(VENV)/.serve-installed
+install-test: $(VENV)/.test-installed
+
+system-test-deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+# The main job.  Until the WebRTC server lands this renders the bundled sample speech with the
+# built-in avatar and model.
+serve: $(VENV)/.serve-installed
+	$(BIN)/lipstream render --audio realtime/samples/hello.wav --out out/hello.mp4
+
+test: system-test-deps $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,144 @@
+"""Per-frame cost of each offline stage on this machine, and the render speed factor.
+
+    python -m benchmarks.bench_render [--frames 500] [--seconds 30] [--json PATH]
+
+Stages are timed in isolation over >= 500 frames (mel streaming per 20 ms packet summed per
+frame, engine step at batch 1 and batch 8, compositing + RGB->I420, H.264 encode), then a whole
+render of ``--seconds`` of speech measures the real-time factor end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms
+
+SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
+
+
+def _speech(seconds: float) -> np.ndarray:
+    from realtime.audio_io import load_audio
+
+    wav = load_audio(SAMPLE)
+    reps = int(np.ceil(seconds * 16000 / wav.size))
+    return np.tile(wav, reps)[: int(seconds * 16000)]
+
+
+def bench(frames: int, seconds: float, engine_name: str = "auto") -> dict:
+    from engines.factory import create_engine
+    from export.avatar import default_avatars_dir, ensure_default_avatar
+    from realtime.audio_frontend import AudioFrontEnd
+    from realtime.compositor import Compositor, to_i420
+    from realtime.mp4_writer import Mp4Writer
+    from realtime.progress import ProgressLine
+    from realtime.render import render
+
+    engine = create_engine(engine_name)
+    avatar = ensure_default_avatar(default_avatars_dir())
+    rows = engine.add_avatar(avatar.name, avatar.features)
+    wav = _speech(max(seconds, frames / 25 + 1))
+    progress = ProgressLine("benchmark", unit="steps")
+    total_steps = 5
+    stages: dict[str, list[float]] = {}
+
+    # mel: push 20 ms packets as the server does; a frame's cost = 2 packets + its window
+    front = AudioFrontEnd(fps=25, lookahead_s=engine.manifest.lookahead_s, history_s=wav.size / 16000 + 1)
+    mel_buf = np.empty((1, 1, 80, 16), np.float32)
+    gate = np.empty(1, np.float32)
+    times = []
+    for k in range(frames):
+        t0 = time.perf_counter()
+        front.push(wav[k * 640:k * 640 + 320])
+        front.push(wav[k * 640 + 320:(k + 1) * 640])
+        ready = front.frames_ready()
+        if ready:
+            front.fill(np.array([ready - 1]), mel_buf, gate)
+        times.append(time.perf_counter() - t0)
+    stages["mel_window_vad"] = times
+    progress(1, total_steps)
+
+    windows = np.random.default_rng(0).uniform(-4, 2, (32, 1, 80, 16)).astype(np.float32)
+    ones = np.ones(32, np.float32)
+    engine.warmup((1, 8))
+    for b in (1, 8):
+        times = []
+        for _ in range(max(frames // b, 50)):
+            t0 = time.perf_counter()
+            out = engine.run(windows[:b], rows[np.zeros(b, int)], ones[:b])
+            times.append((time.perf_counter() - t0) / b)
+        stages[f"engine_batch{b}_per_frame"] = times
+    progress(2, total_steps)
+
+    comp = Compositor(avatar)
+    crop = out.crops[0]
+    times, i420_times = [], []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        rgb = comp.compose(0, crop)
+        t1 = time.perf_counter()
+        planes = to_i420(rgb)
+        t2 = time.perf_counter()
+        times.append(t1 - t0)
+        i420_times.append(t2 - t1)
+    stages["composite"] = times
+    stages["rgb_to_i420"] = i420_times
+    progress(3, total_steps)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        h, w = avatar.frames.shape[1:3]
+        times = []
+        with Mp4Writer(Path(tmp) / "enc.mp4", w, h) as writer:
+            for _ in range(frames):
+                t0 = time.perf_counter()
+                writer.write_i420(planes)
+                times.append(time.perf_counter() - t0)
+        stages["h264_encode"] = times
+        progress(4, total_steps)
+        speech = _speech(seconds)
+        stats = render(speech, avatar, engine, Path(tmp) / "render.mp4")
+        progress(5, total_steps)
+
+    return {
+        "benchmark": "render", "machine": machine_info(), "engine": engine.name,
+        "model": {"name": engine.manifest.name, "version": engine.manifest.version},
+        "settings": {"frames": frames, "render_seconds": seconds, "avatar": avatar.name,
+                     "frame_size": list(avatar.frames.shape[1:3])},
+        "stages": {k: summarize_ms(v) for k, v in stages.items()},
+        "render": {"audio_s": stats.audio_s, "wall_s": stats.wall_s, "speed_x_realtime": stats.speed,
+                   "frames": stats.frames},
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{'stage':<28}{'min ms':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for name, s in result["stages"].items():
+        print(f"{name:<28}{s['min_ms']:>9.3f}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}")
+    r = result["render"]
+    print(f"\nrender: {r['audio_s']:.1f} s of speech in {r['wall_s']:.2f} s = "
+          f"{r['speed_x_realtime']:.1f}x real time ({result['machine']['cores']} cores, {result['engine']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_render", description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=500, help="frames per stage (default: 500)")
+    p.add_argument("--seconds", type=float, default=30.0, help="speech rendered end to end (default: 30)")
+    p.add_argument("--engine", default="auto")
+    p.add_argument("--json", type=Path, default=RESULTS_DIR / "render.json", help="result file")
+    args = p.parse_args(argv)
+    result = bench(args.frames, args.seconds, args.engine)
+    print_table(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

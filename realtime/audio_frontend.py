@@ -1,0 +1,58 @@
+"""One session's audio front-end: 16 kHz speech in, per-video-frame model inputs out.
+
+It owns the streaming mel and the voice-activity detector and knows, from the model's lookahead,
+which video frames have a complete window.  The server feeds it network audio as it arrives;
+``render`` feeds it a whole file in 20 ms chunks, then flushes — the same code either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from realtime.mel import HOP, N_FFT, SAMPLE_RATE
+from realtime.mel_stream import MelStream
+from realtime.vad import VadStream
+from realtime.windows import window_end
+
+
+class AudioFrontEnd:
+    def __init__(self, *, fps: float = 25.0, lookahead_s: float = 0.04, history_s: float = 10.0,
+                 vad_aggressiveness: int = 2) -> None:
+        self.fps = fps
+        self.lookahead_s = lookahead_s
+        self.mel = MelStream(history_s=history_s)
+        self.vad = VadStream(aggressiveness=vad_aggressiveness)
+
+    def push(self, samples16k: np.ndarray) -> None:
+        self.mel.push(samples16k)
+        self.vad.push(samples16k)
+
+    def flush(self) -> None:
+        """End of speech: pad with silence so every frame that audio reached gets a full window."""
+        pad = int(np.ceil((self.lookahead_s + 1.0 / self.fps) * SAMPLE_RATE)) + N_FFT // 2 + HOP
+        self.push(np.zeros(pad, np.float32))
+
+    def frames_ready(self) -> int:
+        """How many frames (from 0) have their whole mel window computed."""
+        n = self.mel.frames_ready
+        if n <= 0:
+            return 0
+        # largest k with window_end(k) <= n, plus one
+        t = (n - 1) / 80.0 - self.lookahead_s
+        k = int(np.floor(t * self.fps + 1e-9))
+        while k >= 0 and window_end(k, self.fps, self.lookahead_s) > n:
+            k -= 1
+        while window_end(k + 1, self.fps, self.lookahead_s) <= n:
+            k += 1
+        return max(k + 1, 0)
+
+    def fill(self, frames: np.ndarray, mel_out: np.ndarray, gate_out: np.ndarray) -> None:
+        """Write the windows and voice gates of ``frames`` into preallocated batch buffers."""
+        ends = window_end(np.asarray(frames), self.fps, self.lookahead_s)
+        self.mel.windows(np.atleast_1d(ends), out=mel_out[: len(frames)])
+        for i, k in enumerate(np.atleast_1d(frames)):
+            gate_out[i] = 1.0 if self.vad.speech_at_frame(int(k), self.fps) else 0.0
+
+    def reset(self) -> None:
+        self.mel.reset()
+        self.vad.reset()

@@ -1,0 +1,140 @@
+"""``lipstream``: the command line.  Each subcommand is a thin shell over one module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from engines.manifest import DEFAULT_MODEL_DIR
+
+log = logging.getLogger("lipstream")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
+                   help="model artifact directory (manifest.json + ONNX); default: the built-in model")
+    p.add_argument("--engine", default="auto", choices=("auto", "onnxruntime"),
+                   help="inference backend; auto picks the fastest available (default: auto)")
+
+
+def _add_avatar_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--avatar", default="default",
+                   help="avatar name (prepared with `lipstream prepare`) or an avatar directory; "
+                        "'default' is the built-in astronaut portrait, prepared on first use")
+    p.add_argument("--avatars-dir", type=Path, default=None,
+                   help="where prepared avatars live (default: $LIPSTREAM_HOME/avatars or ~/.cache/lipstream/avatars)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lipstream",
+        description="Real-time streaming avatar: speech in, a lip-synced 25 fps talking head out.",
+        epilog="Run `lipstream COMMAND --help` for a command's options.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("render", help="render a speech file to a lip-synced MP4",
+                       description="Render SPEECH to an H.264 MP4 at 25 fps with the speech muxed in, "
+                                   "through the same windows, engine and compositor as the server.")
+    p.add_argument("--audio", type=Path, required=True, help="speech file (WAV, MP3, ... any rate/channels)")
+    p.add_argument("--out", type=Path, required=True, help="output .mp4 path")
+    p.add_argument("--batch", type=int, default=8, help="frames per engine call (default: 8)")
+    _add_avatar_args(p)
+    _add_model_args(p)
+
+    p = sub.add_parser("prepare", help="prepare an avatar from a portrait image or a video",
+                       description="Detect the face, choose a stable mouth crop, and cache every "
+                                   "audio-independent feature of the avatar ahead of time.")
+    p.add_argument("source", type=Path, help="portrait image (PNG/JPG) or video (MP4, ...) with one face")
+    p.add_argument("--name", required=True, help="avatar name to use with --avatar")
+    p.add_argument("--avatars-dir", type=Path, default=None, help="where to store it (default: see render --help)")
+    p.add_argument("--max-frames", type=int, default=250, help="video: frames to keep (default: 250 = 10 s)")
+
+    p = sub.add_parser("export", help="export the generator to ONNX (+ manifest); needs the [export] extra",
+                       description="Export audio net + renderer as one ONNX graph (opset 17, dynamic "
+                                   "batch), check it against torch, and write a model artifact.")
+    from export.export_args import add_export_arguments  # torch-free
+
+    add_export_arguments(p)
+    return parser
+
+
+def _avatars_dir(arg: Path | None) -> Path:
+    from export.avatar import default_avatars_dir
+
+    return arg if arg is not None else default_avatars_dir()
+
+
+def resolve_avatar(name: str, avatars_dir: Path | None, features_version: int):
+    """Load an avatar by name or path, preparing the built-in one on first use."""
+    from export.avatar import AvatarError, ensure_default_avatar, load_avatar
+
+    directory = _avatars_dir(avatars_dir)
+    avatar = ensure_default_avatar(directory) if name == "default" else load_avatar(name, directory)
+    if avatar.features_version != features_version:
+        raise AvatarError(
+            f"avatar {name!r} was prepared for renderer features v{avatar.features_version}, the model "
+            f"needs v{features_version}: run `lipstream prepare SOURCE --name {name}` again")
+    return avatar
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engines.factory import create_engine
+    from realtime.progress import ProgressLine
+    from realtime.render import render
+
+    engine = create_engine(args.engine, args.model)
+    avatar = resolve_avatar(args.avatar, args.avatars_dir, engine.manifest.features_version)
+    stats = render(args.audio, avatar, engine, args.out, batch=args.batch,
+                   progress=ProgressLine("rendering"))
+    print(f"wrote {args.out}: {stats.frames} frames, {stats.audio_s:.2f} s of speech in "
+          f"{stats.wall_s:.2f} s ({stats.speed:.1f}x real time, engine {engine.name})")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from export.avatar import prepare_avatar
+    from realtime.progress import ProgressLine
+
+    path = prepare_avatar(args.source, args.name, _avatars_dir(args.avatars_dir),
+                          max_frames=args.max_frames, progress=ProgressLine("preparing"))
+    print(f"prepared avatar {args.name!r} in {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from export.onnx_export import run
+    except ImportError as exc:
+        print(f"error: export needs torch and onnx ({exc.name} is missing): "
+              "pip install torch==2.13.0 'lipstream[export]'", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from engines.manifest import ModelArtifactError
+    from realtime.audio_io import AudioFormatError
+    from export.avatar import AvatarError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (AvatarError, AudioFormatError, ModelArtifactError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
