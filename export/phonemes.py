@@ -115,12 +115,12 @@ SAMPA: dict[str, str | tuple[str, str]] = {
 OVERRIDES: dict[str, dict[str, str | tuple[str, str]]] = {
     "finnish": {"y": "front_round", "ä": "ae", "ae": "ae", "ö": "mid_front_round",
                 "oe": "mid_front_round", "yy": "front_round"},
-    "russian": {"y": "high_central", "ay": "schwa", "ur": "schwa", "c": "sibilant",
+    "russian": {"y": "high_central", "ay": "schwa", "ur": "uh", "c": "sibilant",
                 "sc": "postalveolar", "ch": "postalveolar", "h": "velar"},
     "czech": {"c": "sibilant", "c~": "postalveolar", "h": "glottal", "x": "velar",
               "dz~": "postalveolar", "r~": "alveolar", "y": "ih"},
     "catalan": {"y": "palatal_glide", "rr": "alveolar", "ll": "lateral", "ny": "palatal_nasal"},
-    "italian": {"ll": "lateral", "nn": "alveolar", "tt": "alveolar", "dd": "alveolar"},
+    "italian": {"nf": "labiodental", "ll": "lateral", "nn": "alveolar", "tt": "alveolar", "dd": "alveolar"},
 }
 
 PHONESETS = ("cmu", "czech", "finnish", "italian", "russian", "catalan")

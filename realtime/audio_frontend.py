@@ -48,10 +48,12 @@ class AudioFrontEnd:
 
     def fill(self, frames: np.ndarray, mel_out: np.ndarray, gate_out: np.ndarray) -> None:
         """Write the windows and voice gates of ``frames`` into preallocated batch buffers."""
-        ends = window_end(np.asarray(frames), self.fps, self.lookahead_s)
-        self.mel.windows(np.atleast_1d(ends), out=mel_out[: len(frames)])
-        for i, k in enumerate(np.atleast_1d(frames)):
-            gate_out[i] = 1.0 if self.vad.speech_at_frame(int(k), self.fps) else 0.0
+        frames = np.atleast_1d(np.asarray(frames))
+        n = frames.size
+        self.mel.windows(np.atleast_1d(window_end(frames, self.fps, self.lookahead_s)), out=mel_out[:n])
+        # The gate looks as far ahead as the model does, so a word's onset opens the mouth on time.
+        t = frames / self.fps
+        gate_out[:n] = self.vad.speech_between(t - 0.5 / self.fps, t + self.lookahead_s)
 
     def reset(self) -> None:
         self.mel.reset()

@@ -18,12 +18,14 @@ from engines.base import Engine
 from export.avatar import Avatar
 from realtime.audio_frontend import AudioFrontEnd
 from realtime.audio_io import load_audio
-from realtime.compositor import Compositor, avatar_frame_for, to_i420
+from realtime.compositor import Compositor, to_i420
 from realtime.mel import SAMPLE_RATE
 from realtime.mp4_writer import Mp4Writer
+from realtime.scheduler import FrameScheduler
 from realtime.windows import frame_count
 
 CHUNK = SAMPLE_RATE // 50  # 20 ms, what the server receives per packet
+SESSION = "render"
 
 
 @dataclass
@@ -50,44 +52,45 @@ def render(audio: Path | str | np.ndarray, avatar: Avatar, engine: Engine, out: 
     fps = engine.manifest.fps
     n_frames = max(1, frame_count(wav.size, SAMPLE_RATE, fps))
 
-    t0 = time.perf_counter()
-    front = AudioFrontEnd(fps=fps, lookahead_s=engine.manifest.lookahead_s,
-                          history_s=wav.size / SAMPLE_RATE + 2.0)
-    for i in range(0, wav.size, CHUNK):
-        front.push(wav[i:i + CHUNK])
-    front.flush()
-    mel_s = time.perf_counter() - t0
-
-    rows = engine.add_avatar(avatar.name, avatar.features)
+    front = AudioFrontEnd(fps=fps, lookahead_s=engine.manifest.lookahead_s)
+    fed = 0  # samples pushed so far, in 20 ms packets as the server gets them
+    mel_s = 0.0
+    scheduler = FrameScheduler(max_batch=batch, window=engine.manifest.window)
+    scheduler.add(SESSION, front, engine.add_avatar(avatar.name, avatar.features))
     compositor = Compositor(avatar)
     h, w = avatar.frames.shape[1:3]
-    mel_buf = np.empty((batch, 1, *engine.manifest.window), np.float32)
-    gate_buf = np.empty(batch, np.float32)
     params = np.zeros((n_frames, len(engine.manifest.params)), np.float32)
     engine_s = composite_s = encode_s = 0.0
     spf = int(round(SAMPLE_RATE / fps))  # audio samples per video frame, to interleave the mux
 
     with Mp4Writer(out, w, h, fps=int(fps), audio_rate=SAMPLE_RATE) as writer:
-        for start in range(0, n_frames, batch):
-            ks = np.arange(start, min(start + batch, n_frames))
-            b = ks.size
+        done = 0
+        while done < n_frames:
             t0 = time.perf_counter()
-            front.fill(ks, mel_buf, gate_buf)
-            avatar_idx = np.array([avatar_frame_for(int(k), avatar.n_frames) for k in ks])
-            result = engine.run(mel_buf[:b], rows[avatar_idx], gate_buf[:b])
+            while front.frames_ready() < min(done + batch, n_frames) and fed <= wav.size:
+                if fed < wav.size:
+                    front.push(wav[fed:fed + CHUNK])
+                else:
+                    front.flush()  # the tail: silence so the last frames get whole windows
+                fed += CHUNK
             t1 = time.perf_counter()
-            params[ks] = result.params
-            engine_s += t1 - t0
-            for i, k in enumerate(ks):
+            mel_s += t1 - t0
+            planned = scheduler.plan(max_per_session=min(batch, n_frames - done))
+            if planned is None:
+                raise RuntimeError(f"audio front-end stalled at frame {done} of {n_frames}")
+            results = scheduler.complete(planned, engine.run(planned.mel, planned.rows, planned.gate))
+            engine_s += time.perf_counter() - t1
+            for r in results:
                 t2 = time.perf_counter()
-                frame = compositor.compose(int(avatar_idx[i]), result.crops[i])
-                planes = to_i420(frame)
+                planes = to_i420(compositor.compose(r.avatar_frame, r.crop))
                 t3 = time.perf_counter()
-                writer.write_audio(wav[int(k) * spf:(int(k) + 1) * spf])
+                writer.write_audio(wav[r.frame * spf:(r.frame + 1) * spf])
                 writer.write_i420(planes)
+                params[r.frame] = r.params
                 composite_s += t3 - t2
                 encode_s += time.perf_counter() - t3
+            done += len(results)
             if progress:
-                progress(int(ks[-1]) + 1, n_frames)
+                progress(done, n_frames)
     wall = time.perf_counter() - t_start
     return RenderStats(n_frames, wav.size / SAMPLE_RATE, wall, mel_s, engine_s, composite_s, encode_s, params)
