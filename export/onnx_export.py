@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def export_generator(out_dir: Path, *, fp16: bool = False, weights: Path | None 
     import onnx
     import torch
 
-    from export.audio_net import AudioToMouth, load_default
+    from export.audio_net import WEIGHTS_PATH, load_checkpoint, load_default
     from export.avatar import default_avatars_dir, ensure_default_avatar
     from export.generator import PARAM_NAMES, Generator
     from export.renderer import MouthRenderer
@@ -65,8 +66,9 @@ def export_generator(out_dir: Path, *, fp16: bool = False, weights: Path | None 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    audio_net = load_default() if weights is None else load_default(path=weights)
-    meta = getattr(audio_net, "metadata", {}) or {}
+    weights = WEIGHTS_PATH if weights is None else Path(weights)
+    audio_net = load_default(path=weights)
+    meta = {k: v for k, v in load_checkpoint(weights).items() if k != "state_dict"}
     gen = Generator(audio_net, MouthRenderer()).eval()
     if features is None:
         features = ensure_default_avatar(default_avatars_dir()).features
@@ -110,6 +112,11 @@ def export_generator(out_dir: Path, *, fp16: bool = False, weights: Path | None 
     if check:
         parity = check_parity(gen, out_dir, manifest, features)
         log.info("torch vs onnxruntime max abs diff: %s", parity)
+        worst = parity.get("fp32", 0.0)
+        if worst > 1e-3:
+            raise RuntimeError(f"ONNX Runtime output differs from torch by {worst:.2e} (> 1e-3)")
+        manifest = replace(manifest, extra={**manifest.extra, "parity_max_abs_diff": parity})
+        manifest.save(out_dir)
     return manifest
 
 
@@ -155,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     m = export_generator(args.out, fp16=args.fp16, weights=args.weights)
     print(json.dumps({"out": str(args.out), "onnx": m.onnx, "lookahead_s": m.lookahead_s,
-                      "feature_keys": m.feature_keys, "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
+                      "feature_keys": m.feature_keys,
+                      "torch_vs_onnxruntime_max_abs_diff": m.extra.get("parity_max_abs_diff"),
+                      "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
     return 0
 
 

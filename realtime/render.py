@@ -54,6 +54,7 @@ def render(audio: Path | str | np.ndarray, avatar: Avatar, engine: Engine, out: 
 
     front = AudioFrontEnd(fps=fps, lookahead_s=engine.manifest.lookahead_s)
     fed = 0  # samples pushed so far, in 20 ms packets as the server gets them
+    flushed = False
     mel_s = 0.0
     scheduler = FrameScheduler(max_batch=batch, window=engine.manifest.window)
     scheduler.add(SESSION, front, engine.add_avatar(avatar.name, avatar.features))
@@ -67,12 +68,13 @@ def render(audio: Path | str | np.ndarray, avatar: Avatar, engine: Engine, out: 
         done = 0
         while done < n_frames:
             t0 = time.perf_counter()
-            while front.frames_ready() < min(done + batch, n_frames) and fed <= wav.size:
+            while front.frames_ready() < min(done + batch, n_frames) and not flushed:
                 if fed < wav.size:
                     front.push(wav[fed:fed + CHUNK])
+                    fed += CHUNK
                 else:
                     front.flush()  # the tail: silence so the last frames get whole windows
-                fed += CHUNK
+                    flushed = True
             t1 = time.perf_counter()
             mel_s += t1 - t0
             planned = scheduler.plan(max_per_session=min(batch, n_frames - done))

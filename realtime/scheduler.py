@@ -52,7 +52,7 @@ class FrameScheduler:
         self._sessions: dict[str, _Session] = {}
         self._mel = np.empty((max_batch, 1, *window), np.float32)
         self._gate = np.empty(max_batch, np.float32)
-        self._turn = 0  # round-robin start, so a full batch never starves the same sessions
+        self._turn = 0  # round-robin start position in the session order
 
     def add(self, session_id: str, front: AudioFrontEnd, avatar_rows: np.ndarray, first_frame: int = 0) -> None:
         if session_id in self._sessions:
@@ -78,10 +78,11 @@ class FrameScheduler:
         rows: list[int] = []
         avatar_frames: list[int] = []
         order = list(self._sessions.items())
-        if order:
-            self._turn = (self._turn + 1) % len(order)
-            order = order[self._turn:] + order[:self._turn]
+        start_turn = self._turn % len(order) if order else 0
+        order = order[start_turn:] + order[:start_turn]
+        visited = 0
         for sid, s in order:
+            visited += 1
             ready = s.front.frames_ready()
             take = min(max_per_session, ready - s.next_frame, self.max_batch - len(ids))
             if take <= 0:
@@ -98,6 +99,8 @@ class FrameScheduler:
             s.next_frame += take
             if len(ids) >= self.max_batch:
                 break
+        # the next plan starts after the last session visited: a full batch never starves anyone
+        self._turn = start_turn + visited
         if not ids:
             return None
         n = len(ids)

@@ -1,0 +1,343 @@
+"""Avatar preparation and loading: a portrait or a short video -> everything the renderer reuses.
+
+Preparation runs once per avatar (seconds for a still, about a minute for a 10 s video) and writes
+``<avatars_dir>/<name>/``:
+
+==================  =====================================================================
+``manifest.json``   name, version, source path + sha256, frame size, n_frames, fps, crop size,
+                    renderer features version, creation time
+``frames.npy``      (F, H, W, 3) uint8 RGB avatar frames (F = 1 for a still image)
+``boxes.npy``       (F, 4) int32 square lower-face crop per frame, x0, y0, x1, y1 (exclusive)
+``mask.npy``        (S, S) float32 feathered blend mask in crop coordinates
+``features.npz``    renderer features, each with leading dim F (``export.deform_fields``)
+``mouth_boxes.npy`` (F, 4) int32 box around the mouth incl. room for a fully open jaw, frame coords
+==================  =====================================================================
+
+It is written to a temporary sibling directory and renamed into place, so a crash never leaves a
+half-written avatar behind.  Torch-free: the server loads avatars without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from export.deform_fields import FEATURE_KEYS, FEATURES_VERSION, LOWER_DROP, MouthFrame, blend_mask, \
+    crop_box, frame_features, stack_features
+from export.landmarks import LOWER_OUTER, UPPER_OUTER, FaceDetectionError, FaceMesh, check_face_size
+
+log = logging.getLogger(__name__)
+
+AVATAR_FORMAT_VERSION = 1
+AVATAR_FPS = 25.0  # video avatars are resampled to the server's frame rate
+DEFAULT_AVATAR = "default"
+DEFAULT_SOURCE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+Progress = Callable[[int, int], None]  # (frames done, frames total)
+
+
+class AvatarError(ValueError):
+    """The source cannot become an avatar; the message says what is wrong and what to do."""
+
+
+@dataclass
+class Avatar:
+    """A prepared avatar, arrays as stored (``frames`` memory-mapped)."""
+
+    name: str
+    path: Path
+    manifest: dict
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    boxes: np.ndarray  # (F, 4) int32
+    mask: np.ndarray  # (S, S) float32
+    features: dict[str, np.ndarray]  # FEATURE_KEYS -> (F, ...)
+    mouth_boxes: np.ndarray  # (F, 4) int32
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def fps(self) -> float:
+        return float(self.manifest["fps"])
+
+    @property
+    def features_version(self) -> int:
+        return int(self.manifest["features_version"])
+
+
+def default_avatars_dir() -> Path:
+    """``$LIPSTREAM_HOME/avatars``, else ``~/.cache/lipstream/avatars``."""
+    home = os.environ.get("LIPSTREAM_HOME")
+    return Path(home) / "avatars" if home else Path.home() / ".cache" / "lipstream" / "avatars"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _read_video(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
+    """Decode up to ``max_frames`` frames resampled to AVATAR_FPS (nearest source frame)."""
+    import av  # only videos need PyAV
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise AvatarError(f"{path} has no video stream; give a portrait image or a video")
+            stream = container.streams.video[0]
+            src_fps = float(stream.average_rate or AVATAR_FPS)
+            next_t = 0.0
+            for i, frame in enumerate(container.decode(stream)):
+                t = float(frame.time) if frame.time is not None else i / src_fps
+                if t + 0.5 / src_fps < next_t:
+                    continue  # drop: source faster than 25 fps
+                while t + 0.5 / src_fps >= next_t and len(frames) < max_frames:
+                    frames.append(frame.to_ndarray(format="rgb24"))  # repeat: source slower
+                    next_t += 1 / AVATAR_FPS
+                if len(frames) >= max_frames:
+                    break
+    except av.error.FFmpegError as e:
+        raise AvatarError(f"cannot read {path} as an image or a video ({e}); "
+                          "use a PNG/JPG portrait or a common video file (MP4, WebM, MOV)") from e
+    return frames, src_fps
+
+
+def read_source(path: Path, max_frames: int = 250) -> tuple[np.ndarray, float, str]:
+    """Frames (F, H, W, 3) uint8 RGB, their fps and the kind ("image" or "video") of a source file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AvatarError(f"{path} does not exist or is not a file")
+    img = _read_image(path) if path.suffix.lower() in _IMAGE_SUFFIXES else None
+    if img is not None:
+        return img[None], AVATAR_FPS, "image"
+    img = _read_image(path)  # an image with an unusual name
+    if img is not None:
+        return img[None], AVATAR_FPS, "image"
+    frames, _ = _read_video(path, max_frames)
+    if not frames:
+        raise AvatarError(f"{path} has no decodable frames; use a PNG/JPG portrait or a video")
+    return np.stack(frames), AVATAR_FPS, "video"
+
+
+def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth along axis 0 (time) with a Gaussian, edges held; offline, so non-causal is fine."""
+    n = len(x)
+    if sigma <= 0 or n < 2:
+        return x
+    r = int(np.ceil(3 * sigma))
+    offsets = np.arange(-r, r + 1)
+    k = np.exp(-0.5 * (offsets / sigma) ** 2)
+    k /= k.sum()
+    weights = np.zeros((n, n))  # row i: how much each frame contributes to frame i
+    rows = np.repeat(np.arange(n), len(offsets))
+    cols = np.clip(np.arange(n)[:, None] + offsets[None], 0, n - 1).ravel()
+    np.add.at(weights, (rows, cols), np.tile(k, n))
+    return (weights @ x.reshape(n, -1)).reshape(x.shape).astype(x.dtype)
+
+
+def track_landmarks(frames: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    """(F, 478, 2) landmarks; frames without a face take their nearest neighbours' (interpolated)."""
+    n = len(frames)
+    out = np.full((n, 478, 2), np.nan, np.float32)
+    with FaceMesh(video=n > 1) as mesh:
+        for i, frame in enumerate(frames):
+            lm = mesh.detect(frame)
+            if lm is not None:
+                out[i] = lm
+            if progress is not None:
+                progress(i + 1, n)
+    found = ~np.isnan(out[:, 0, 0])
+    if not found.any():
+        what = "the image" if n == 1 else "any frame of the video"
+        raise AvatarError(f"no face found in {what}; use a frontal, well-lit portrait "
+                          "with the whole face visible")
+    if not found.all():
+        log.warning("no face in %d of %d frames; interpolating their landmarks", n - found.sum(), n)
+        idx = np.flatnonzero(found)
+        flat = out.reshape(n, -1)
+        for j in range(flat.shape[1]):
+            flat[:, j] = np.interp(np.arange(n), idx, flat[idx, j])
+    return out
+
+
+def choose_boxes(landmarks: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """(F, 4) int32 square crops: one side for the whole video, centres smoothed, kept in frame."""
+    centers, sides = zip(*(crop_box(lm) for lm in landmarks))
+    h, w = frame_hw
+    side = int(round(min(float(np.median(sides)), h, w)))
+    c = _gaussian_smooth(np.asarray(centers, np.float64), sigma=3.0)
+    x0 = np.clip(np.round(c[:, 0] - side / 2), 0, w - side).astype(np.int32)
+    y0 = np.clip(np.round(c[:, 1] - side / 2), 0, h - side).astype(np.int32)
+    return np.stack([x0, y0, x0 + side, y0 + side], 1).astype(np.int32)
+
+
+def mouth_boxes(landmarks: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """(F, 4) int32 box around the lips plus the room a fully dropped jaw needs (frame coords)."""
+    lips = landmarks[:, list(UPPER_OUTER) + list(LOWER_OUTER)]
+    half = np.array([MouthFrame.from_landmarks(lm).half_width for lm in landmarks])
+    lo, hi = lips.min(1), lips.max(1)
+    pad = 0.15 * half
+    drop = (LOWER_DROP + 0.1) * half
+    box = np.stack([lo[:, 0] - pad, lo[:, 1] - 2 * pad, hi[:, 0] + pad, hi[:, 1] + drop], 1)
+    h, w = frame_hw
+    return np.clip(np.round(box), 0, [w, h, w, h]).astype(np.int32)
+
+
+def extract_crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The box region resized to (size, size, 3), area-averaged when shrinking."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    region = frame[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if (x1 - x0) > size else cv2.INTER_CUBIC
+    return cv2.resize(region, (size, size), interpolation=interp)
+
+
+def _write_avatar(dest: Path, arrays: dict[str, np.ndarray], features: dict[str, np.ndarray],
+                  manifest: dict) -> None:
+    """Write into a temporary sibling and rename into place (replacing an older copy)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for key, arr in arrays.items():
+            np.save(tmp / f"{key}.npy", arr)
+        np.savez(tmp / "features.npz", **features)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int = 128,
+                   progress: Progress | None = None, max_frames: int = 250) -> Path:
+    """Prepare ``source`` (portrait image or video) as avatar ``name``; returns its directory."""
+    source = Path(source)
+    if not name or "/" in name or name.startswith("."):
+        raise AvatarError(f"invalid avatar name {name!r}: use letters, digits, '-' or '_'")
+    frames, fps, kind = read_source(source, max_frames)
+    lms = track_landmarks(frames, progress)
+    try:
+        check_face_size(lms[len(lms) // 2])
+    except FaceDetectionError as e:
+        raise AvatarError(str(e)) from e
+    if kind == "video":
+        lms = _gaussian_smooth(lms, sigma=1.0)
+    hw = frames.shape[1:3]
+    boxes = choose_boxes(lms, hw)
+    per_frame = []
+    for frame, box, lm in zip(frames, boxes, lms):
+        scale = crop_size / float(box[2] - box[0])
+        crop = extract_crop(frame, box, crop_size)
+        per_frame.append(frame_features(crop, (lm - box[:2]) * scale))
+    features = stack_features(per_frame)
+    manifest = {
+        "name": name,
+        "version": AVATAR_FORMAT_VERSION,
+        "source": str(source.resolve()),
+        "source_sha256": _sha256(source),
+        "kind": kind,
+        "frame_size": [int(hw[1]), int(hw[0])],  # width, height
+        "n_frames": int(len(frames)),
+        "fps": fps,
+        "crop_size": int(crop_size),
+        "features_version": FEATURES_VERSION,
+        "feature_keys": list(FEATURE_KEYS),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    dest = Path(avatars_dir) / name
+    arrays = {"frames": frames, "boxes": boxes, "mask": blend_mask(crop_size),
+              "mouth_boxes": mouth_boxes(lms, hw)}
+    _write_avatar(dest, arrays, features, manifest)
+    log.info("prepared avatar %r: %d frame(s) at %s", name, len(frames), dest)
+    return dest
+
+
+def load_avatar(name_or_path: str | Path, avatars_dir: Path | None = None) -> Avatar:
+    """Load a prepared avatar by name (from ``avatars_dir``) or by directory path."""
+    path = Path(name_or_path)
+    if not (path / "manifest.json").is_file():
+        path = Path(avatars_dir or default_avatars_dir()) / str(name_or_path)
+    if not (path / "manifest.json").is_file():
+        raise AvatarError(f"no prepared avatar {str(name_or_path)!r} (looked in {path}); "
+                          "prepare it first from a portrait image or video")
+    manifest = json.loads((path / "manifest.json").read_text())
+    if manifest.get("features_version") != FEATURES_VERSION:
+        raise AvatarError(f"avatar {manifest.get('name')!r} was prepared with features version "
+                          f"{manifest.get('features_version')}, this lipstream needs {FEATURES_VERSION}; "
+                          "prepare it again from its source")
+    with np.load(path / "features.npz") as npz:
+        features = {k: npz[k] for k in npz.files}
+    return Avatar(
+        name=manifest["name"], path=path, manifest=manifest,
+        frames=np.load(path / "frames.npy", mmap_mode="r"),
+        boxes=np.load(path / "boxes.npy"), mask=np.load(path / "mask.npy"),
+        features=features, mouth_boxes=np.load(path / "mouth_boxes.npy"))
+
+
+def ensure_default_avatar(avatars_dir: Path | None = None) -> Avatar:
+    """The built-in avatar (a NASA public-domain portrait), prepared on first use or when stale."""
+    avatars_dir = Path(avatars_dir or default_avatars_dir())
+    try:
+        return load_avatar(DEFAULT_AVATAR, avatars_dir)
+    except AvatarError:
+        prepare_avatar(DEFAULT_SOURCE, DEFAULT_AVATAR, avatars_dir)
+        return load_avatar(DEFAULT_AVATAR, avatars_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m export.avatar SOURCE NAME``: prepare an avatar from the command line."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("source", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--avatars-dir", type=Path, default=None)
+    ap.add_argument("--crop-size", type=int, default=128)
+    ap.add_argument("--max-frames", type=int, default=250)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def show(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            print(f"\r{done}/{total} frames", end="\n" if done == total else "", flush=True)
+
+    try:
+        dest = prepare_avatar(args.source, args.name, args.avatars_dir or default_avatars_dir(),
+                              crop_size=args.crop_size, progress=show, max_frames=args.max_frames)
+    except AvatarError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(dest)
+
+
+if __name__ == "__main__":
+    main()
