@@ -291,7 +291,7 @@ def load_avatar(name_or_path: str | Path, avatars_dir: Path | None = None) -> Av
         path = Path(avatars_dir or default_avatars_dir()) / str(name_or_path)
     if not (path / "manifest.json").is_file():
         raise AvatarError(f"no prepared avatar {str(name_or_path)!r} (looked in {path}); "
-                          "prepare it first from a portrait image or video")
+                          f"prepare it first: `lipstream prepare PORTRAIT_OR_VIDEO --name {name_or_path}`")
     manifest = json.loads((path / "manifest.json").read_text())
     if manifest.get("features_version") != FEATURES_VERSION:
         raise AvatarError(f"avatar {manifest.get('name')!r} was prepared with features version "

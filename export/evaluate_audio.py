@@ -14,6 +14,8 @@ opening < ``CLOSED_OPEN``):
 - ``false_closure``: fraction of frames in the middle of open vowels (aa ae ah ao aw ay eh and
   SAMPA equivalents, 30 ms trimmed off each edge) predicted "closed".
 - ``silence_open``: mean predicted effective opening in pause frames (should be ~0).
+- ``jitter``: mean frame-to-frame change of the predicted effective opening over that of the
+  target (1 = moves as much as the target; well above 1 = flicker).
 
 Baseline: open = per-file normalised RMS loudness (40 ms, centred: it even sees the future),
 gated by webrtcvad (mode 2); width 0, closure 0.
@@ -127,13 +129,14 @@ def score(pred: np.ndarray, seg: Segments) -> dict[str, float]:
         "closure_recall": hits / total if total else float("nan"),
         "false_closure": fc_n / fc_d if fc_d else float("nan"),
         "silence_open": float(np.mean(pe[~speech])) if np.any(~speech) else float("nan"),
+        "jitter": float(np.mean(np.abs(np.diff(pe))) / max(np.mean(np.abs(np.diff(te))), 1e-9)),
         "frames": int(n),
     }
 
 
 def evaluate(model, data_dir: Path, utts: int, seed: int, lookahead_s: float) -> dict:
     """Scores per voice x condition x method, plus the frame-weighted mean over voices."""
-    paths = generate(data_dir, "eval", utts, utts, seed)
+    paths = generate(data_dir, "eval", utts, utts, seed, n_recorded=utts)
     res: dict = {}
     for p in paths:
         v = load_voice(p)
@@ -157,13 +160,13 @@ def evaluate(model, data_dir: Path, utts: int, seed: int, lookahead_s: float) ->
 
 def format_table(result: dict) -> str:
     """Plain-text table: metric x (condition, method)."""
-    keys = ["corr_all", "corr_speech", "closure_recall", "false_closure", "silence_open"]
-    lines = [f"{'voice/cond':28s}" + "".join(f"{k:>16s}" for k in keys)]
+    keys = ["corr_all", "corr_speech", "closure_recall", "false_closure", "silence_open", "jitter"]
+    lines = [f"{'voice/cond':28s}" + "".join(f"{k:>15s}" for k in keys)]
     blocks = [("MEAN", result["mean"])] + list(result["per_voice"].items())
     for name, conds in blocks:
         for cond, meths in conds.items():
             for meth, sc in meths.items():
-                lines.append(f"{name + ' ' + cond + ' ' + meth:28s}" + "".join(f"{sc[k]:16.3f}" for k in keys))
+                lines.append(f"{name + ' ' + cond + ' ' + meth:28s}" + "".join(f"{sc[k]:15.3f}" for k in keys))
     return "\n".join(lines)
 
 

@@ -9,6 +9,11 @@ no lag between the two).
 
 Held out: flite ``slt`` and festival ``cmu_us_slt_arctic_hts`` speak only in the evaluation split.
 
+One source is real speech: Debian's ``festvox-ru`` unit-selection voice ships the ~600 studio
+recordings it was built from together with their phone labels (``wav/``, ``lab/``).  Those are
+natural, read human speech with a natural noise floor; 4 in 5 files are training data and every
+5th file is a held-out real-speech test set (same speaker, unseen sentences).
+
 Corpus layout (``--data-dir``, default ``data/speech``): one ``<split>/<voice>.npz`` per voice with
 the 16 kHz float32 signal of all its utterances laid end to end (each surrounded by pauses of random
 length), the utterance start samples, and the phone segments (start, end, label).
@@ -65,6 +70,10 @@ VOICES: tuple[Voice, ...] = (
     Voice("fest_it_pc", "festival", "pc_diphone", "italian", "italian"),
     Voice("fest_ru_nsh", "festival", "msu_ru_nsh_clunits", "russian", "russian"),
     Voice("fest_ca_ona", "festival", "upc_ca_ona_hts", "catalan", "catalan"),
+    # real recordings: the studio prompts the Russian unit-selection voice was cut from, with the
+    # voice's own phone labels.  Every 5th file is kept for evaluation, never trained on.
+    Voice("rec_ru_nsh", "recorded", "/usr/share/festival/voices/russian/msu_ru_nsh_clunits",
+          "russian", "russian"),
     # evaluation only
     Voice("flite_slt", "flite", "slt", "english", "cmu", held_out=True),
     Voice("fest_slt_hts", "festival", "cmu_us_slt_arctic_hts", "english", "cmu", held_out=True),
@@ -198,6 +207,25 @@ def synth_festival(voice: Voice, texts: list[str], tmp: Path) -> list[tuple[np.n
     return out
 
 
+def read_recorded(voice: Voice, split: str, n_utts: int) -> list[tuple[np.ndarray, Segments]]:
+    """Recorded prompts and their labels: train = 4 of every 5 files (first ``n_utts``),
+    eval = every 5th file (first ``n_utts``)."""
+    root = Path(voice.voice_id)
+    names = sorted(p.stem for p in (root / "lab").glob("*.lab") if (root / "wav" / f"{p.stem}.wav").exists())
+    names = [n for i, n in enumerate(names) if (i % 5 == 0) == (split == "eval")][:n_utts]
+    out = []
+    for n in names:
+        ends, phones = [], []
+        for line in (root / "lab" / f"{n}.lab").read_text(errors="replace").splitlines():
+            f = line.split()
+            if len(f) == 3 and f[0] != "#":
+                ends.append(float(f[0]))
+                phones.append(f[2])
+        wav, sr = sf.read(root / "wav" / f"{n}.wav", dtype="float32")
+        out.append((_to_16k(wav, sr), Segments.from_ends(ends, phones, voice.phoneset)))
+    return out
+
+
 def _pad_utterance(wav: np.ndarray, seg: Segments, rng: np.random.Generator
                    ) -> tuple[np.ndarray, list[float], list[float], list[str]]:
     """Trim labels to the audio, then surround the utterance with 0.05-1.2 s of silence."""
@@ -216,16 +244,20 @@ def _pad_utterance(wav: np.ndarray, seg: Segments, rng: np.random.Generator
     return padded, s, e, ["pau"] + phones + ["pau"]
 
 
-def synth_voice(voice: Voice, n_utts: int, seed: int, words: list[str]) -> dict[str, np.ndarray]:
+def synth_voice(voice: Voice, n_utts: int, seed: int, words: list[str],
+                split: str = "train") -> dict[str, np.ndarray]:
     """All utterances of one voice, laid end to end with pauses -> arrays for ``np.savez``."""
-    texts = make_texts(voice, n_utts, seed, words)
     rng = np.random.default_rng(seed + 1)
-    with tempfile.TemporaryDirectory(prefix=f"lipstream_{voice.name}_") as d:
-        tmp = Path(d)
-        if voice.engine == "flite":
-            results = [synth_flite(voice, t, tmp) for t in texts]
-        else:
-            results = synth_festival(voice, texts, tmp)
+    if voice.engine == "recorded":
+        results = read_recorded(voice, split, n_utts)
+    else:
+        texts = make_texts(voice, n_utts, seed, words)
+        with tempfile.TemporaryDirectory(prefix=f"lipstream_{voice.name}_") as d:
+            tmp = Path(d)
+            if voice.engine == "flite":
+                results = [synth_flite(voice, t, tmp) for t in texts]
+            else:
+                results = synth_festival(voice, texts, tmp)
     wavs, s_all, e_all, p_all, utt_start = [], [], [], [], []
     offset = 0
     for r in results:
@@ -236,7 +268,11 @@ def synth_voice(voice: Voice, n_utts: int, seed: int, words: list[str]) -> dict[
         if peak < 1e-3:
             continue
         wav = wav / peak * 0.7
-        padded, s, e, p = _pad_utterance(wav, seg, rng)
+        if voice.engine == "recorded":  # already has its own (noisy, real) pauses at both ends
+            dur = wav.size / SAMPLE_RATE
+            padded, s, e, p = wav, list(np.minimum(seg.start, dur)), list(np.minimum(seg.end, dur)), list(seg.phone)
+        else:
+            padded, s, e, p = _pad_utterance(wav, seg, rng)
         t0 = offset / SAMPLE_RATE
         utt_start.append(offset)
         wavs.append(padded)
@@ -318,11 +354,13 @@ def _is_vowel(phone: str, phoneset: str) -> bool:
 
 
 def generate(data_dir: Path, split: str, n_utts: int, n_utts_foreign: int, seed: int,
-             workers: int = 2, voices: list[str] | None = None, force: bool = False) -> list[Path]:
+             workers: int = 2, voices: list[str] | None = None, force: bool = False,
+             n_recorded: int | None = None) -> list[Path]:
     """Synthesize every voice of ``split`` ("train" or "eval") into ``data_dir/split``; cached."""
     out_dir = data_dir / split
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [v for v in VOICES if v.held_out == (split == "eval") and (not voices or v.name in voices)]
+    todo = [v for v in VOICES if (v.held_out == (split == "eval") or v.engine == "recorded")
+            and (not voices or v.name in voices)]
     words = _english_words()
     paths = [out_dir / f"{v.name}.npz" for v in todo]
     t0 = time.time()
@@ -333,9 +371,11 @@ def generate(data_dir: Path, split: str, n_utts: int, n_utts_foreign: int, seed:
             print(f"[corpus] {v.name}: cached", flush=True)
             return
         n = n_utts if v.language == "english" else n_utts_foreign
+        if v.engine == "recorded":
+            n = n_recorded if n_recorded is not None else 5 * n_utts_foreign
         # eval and train draw different texts: the seed depends on the split and the voice
         vseed = seed * 1000 + (7919 if split == "eval" else 0) + i
-        arrays = synth_voice(v, n, vseed, words)
+        arrays = synth_voice(v, n, vseed, words, split)
         np.savez(p, **arrays)
         rep = alignment_report(arrays["wav"], Segments(arrays["seg_start"], arrays["seg_end"],
                                                        list(arrays["seg_phone"]), v.phoneset))
@@ -355,12 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=["train", "eval"], default="train")
     ap.add_argument("--utts", type=int, default=120, help="utterances per English voice")
     ap.add_argument("--utts-foreign", type=int, default=60, help="utterances per other-language voice")
+    ap.add_argument("--utts-recorded", type=int, default=None,
+                    help="recorded prompts to use (default 5 x --utts-foreign)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="parallel synthesis jobs (max 2)")
     ap.add_argument("--voices", nargs="*", help="only these voice names")
     ap.add_argument("--force", action="store_true", help="regenerate cached voices")
     a = ap.parse_args(argv)
-    generate(a.data_dir, a.split, a.utts, a.utts_foreign, a.seed, a.workers, a.voices, a.force)
+    generate(a.data_dir, a.split, a.utts, a.utts_foreign, a.seed, a.workers, a.voices, a.force,
+             a.utts_recorded)
     return 0
 
 

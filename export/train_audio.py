@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--utts", type=int, default=120, help="utterances per English voice")
     ap.add_argument("--utts-foreign", type=int, default=60, help="utterances per other-language voice")
+    ap.add_argument("--utts-recorded", type=int, default=None,
+                    help="recorded (real) prompts to train on (default 5 x --utts-foreign)")
     ap.add_argument("--copies", type=int, default=2, help="degraded copies per voice (plus one clean)")
     ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=256)
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     t_start = time.time()
-    paths = generate(a.data_dir, "train", a.utts, a.utts_foreign, a.seed, a.workers)
+    paths = generate(a.data_dir, "train", a.utts, a.utts_foreign, a.seed, a.workers,
+                     n_recorded=a.utts_recorded)
     t_corpus = time.time() - t_start
     streams = build_streams(paths, a.copies, a.seed, a.workers)
     ds = concat_streams(streams)
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     model, info = train(ds, a.steps, a.batch, a.lr, a.seed, max_minutes=a.max_minutes)
     info.pop("losses")
     info.update({"voices": sorted({s.name.split("#")[0] for s in streams}), "clean_minutes": round(minutes, 1),
-                 "copies": a.copies, "utts": a.utts, "utts_foreign": a.utts_foreign, "seed": a.seed,
+                 "copies": a.copies, "utts": a.utts, "utts_foreign": a.utts_foreign,
+                 "utts_recorded": a.utts_recorded, "seed": a.seed,
                  "batch": a.batch, "lr": a.lr, "corpus_seconds": round(t_corpus),
                  "total_seconds": round(time.time() - t_start)})
     out = audio_net.save(model, a.out or audio_net.WEIGHTS_PATH, info)
