@@ -137,7 +137,7 @@ def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     pos = float(np.mean(ds.targets[:, 2] > 0.5))
-    pos_weight = torch.tensor(min(4.0, (1 - pos) / max(pos, 1e-3)))
+    pos_weight = torch.tensor(min(6.0, (1 - pos) / max(pos, 1e-3)))
     t0, run, losses = time.time(), 0.0, []
     for step in range(1, steps + 1):
         idx = rng.integers(0, ds.ends.size, batch)
@@ -149,7 +149,7 @@ def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: 
         eff, eff_t = op * (1 - cl), y[:, 0] * (1 - y[:, 2])
         loss = (F.smooth_l1_loss(op, y[:, 0], beta=0.1) + 0.5 * F.smooth_l1_loss(wd, y[:, 1], beta=0.1)
                 + F.l1_loss(eff, eff_t)
-                + 0.5 * F.binary_cross_entropy_with_logits(z[:, 2], y[:, 2], pos_weight=pos_weight))
+                + F.binary_cross_entropy_with_logits(z[:, 2], y[:, 2], pos_weight=pos_weight))
         opt.zero_grad()
         loss.backward()
         opt.step()

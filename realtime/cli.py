@@ -59,6 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     from export.export_args import add_export_arguments  # torch-free
 
     add_export_arguments(p)
+
+    p = sub.add_parser("serve", help="serve the avatar over WebRTC (HTTP signalling, metrics)",
+                       description="Stream the avatar live: POST /offer for a WebRTC session (send a mic "
+                                   "track, or none and push speech to /api/sessions/ID/speak), "
+                                   "GET /metrics for Prometheus, GET / for the browser client.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    p.add_argument("--max-sessions", type=int, default=8, help="concurrent sessions before 503 (default: 8)")
+    p.add_argument("--codec", default="vp8", choices=("vp8", "h264"), help="video codec (default: vp8)")
+    p.add_argument("--max-lag-frames", type=int, default=1, choices=(1, 2, 3),
+                   help="frames a session may fall behind before skipping ahead: 1 = lowest latency, "
+                        "2 = fewer repeated frames under network jitter (+~25 ms) (default: 1)")
+    p.add_argument("--no-idle-motion", action="store_true",
+                   help="keep a still-image avatar perfectly still in silence")
+    p.add_argument("--stun", action="append", default=[], metavar="URL",
+                   help="STUN server for clients beyond this machine, e.g. stun:stun.example.org:3478 "
+                        "(repeatable; default: none, and a loopback server offers loopback ICE candidates only)")
+    _add_avatar_args(p)
+    _add_model_args(p)
     return parser
 
 
@@ -115,7 +134,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from realtime.server import ServerConfig, run_server
+
+    if args.max_sessions < 1:
+        print("error: --max-sessions must be at least 1", file=sys.stderr)
+        return 2
+    run_server(ServerConfig(host=args.host, port=args.port, avatar=args.avatar, avatars_dir=args.avatars_dir,
+                            engine=args.engine, model_dir=args.model, max_sessions=args.max_sessions,
+                            codec=args.codec, idle_motion=not args.no_idle_motion,
+                            max_lag_frames=args.max_lag_frames, stun=tuple(args.stun)))
+    return 0
+
+
+COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

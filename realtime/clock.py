@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from typing import Protocol
 
@@ -57,16 +58,25 @@ class ManualClock:
         await fut
 
     async def advance(self, dt: float) -> None:
-        """Move time forward by ``dt``, waking each sleeper at its own time and letting it run."""
+        """Move time forward by ``dt``, waking each sleeper at its own time and letting it run.
+
+        Pending tasks get to run first (and register their sleeps), so a task started just
+        before ``advance`` sees time pass, as it would on a real clock.
+        """
         end = self._t + dt
+        await self._settle()
         while self._sleepers and self._sleepers[0][0] <= end:
             t, _, fut = heapq.heappop(self._sleepers)
             self._t = max(self._t, t)
             if not fut.done():
                 fut.set_result(None)
-            for _ in range(5):  # let the woken task (and what it awaits in turn) run
-                await asyncio.sleep(0)
+            await self._settle()
         self._t = end
+
+    @staticmethod
+    async def _settle(rounds: int = 8) -> None:
+        for _ in range(rounds):  # let woken tasks (and the tasks they start in turn) run
+            await asyncio.sleep(0)
 
 
 class TickGrid:
@@ -85,7 +95,7 @@ class TickGrid:
 
     def index_at(self, t: float) -> int:
         """The last tick at or before ``t``."""
-        return int((t - self.origin) * self.fps + 1e-9) // 1
+        return math.floor((t - self.origin) * self.fps + 1e-9)
 
     def next_tick(self, t: float) -> float:
         """The first tick time at or after ``t``."""

@@ -1,0 +1,120 @@
+"""Two run-time adjustments to aiortc for a live avatar, installed in-process (no file patched).
+
+1. **Audio jitter buffer.**  aiortc's ``RTCRtpReceiver`` builds its audio ``JitterBuffer`` with
+   ``prefetch=4``: a 20 ms Opus frame is released only once four later frames have arrived, about
+   80 ms of added mic-to-mouth latency.  :func:`install` rebinds the ``JitterBuffer`` name that
+   ``aiortc.rtcrtpreceiver`` looks up to a factory that caps an *audio* buffer's prefetch at
+   ``AUDIO_PREFETCH`` (1 = release a frame when the next one starts, ~20 ms).  The video buffer
+   is built unchanged.  Cost: less reordering tolerance on audio, which on a LAN or loopback is
+   none worth 60 ms.
+2. **Damped video bitrate.**  aiortc rebuilds its VP8/H.264 encoder (a keyframe) whenever the
+   target bitrate moves by more than 10 %, and REMB feedback ramps it in small steps: a keyframe
+   storm.  :func:`install` rebinds ``aiortc.rtcrtpsender.get_encoder`` so video senders get
+   encoder subclasses whose ``target_bitrate`` setter goes through a :class:`BitrateDamper`: a
+   few ladder steps, down at once (congestion), up only after a hold time.  Their ``encode`` is
+   also timed for the metrics (``ENCODE_OBSERVERS``).
+
+Both are process-wide (every peer connection made afterwards, the tests' client peers too) and
+idempotent; :func:`uninstall` restores aiortc's originals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from aiortc import rtcrtpreceiver, rtcrtpsender
+from aiortc.codecs import get_encoder as _aiortc_get_encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.jitterbuffer import JitterBuffer
+
+__all__ = ["AUDIO_PREFETCH", "BitrateDamper", "DampedH264Encoder", "DampedVp8Encoder",
+           "ENCODE_OBSERVERS", "install", "installed", "uninstall"]
+
+AUDIO_PREFETCH = 1
+BITRATE_LADDER = (300_000, 500_000, 800_000, 1_200_000, 1_500_000)  # bps
+ENCODE_OBSERVERS: list[Callable[[float], None]] = []  # called with each video encode's seconds
+
+
+class BitrateDamper:
+    """Maps a stream of REMB estimates to a few stable encoder targets (pure, testable)."""
+
+    def __init__(self, ladder: tuple[int, ...] = BITRATE_LADDER, hold_up_s: float = 5.0,
+                 initial: int = 500_000) -> None:
+        self.ladder = tuple(sorted(ladder))
+        self.hold_up_s = hold_up_s
+        self.current = self._step_at_or_below(initial)
+        self._changed_at = -1e9
+
+    def _step_at_or_below(self, bps: float) -> int:
+        steps = [s for s in self.ladder if s <= bps]
+        return steps[-1] if steps else self.ladder[0]
+
+    def update(self, estimate_bps: float, now: float) -> int:
+        """The target for an estimate: the ladder step at or below it, raised only after a hold."""
+        step = self._step_at_or_below(estimate_bps)
+        if step < self.current or (step > self.current and now - self._changed_at >= self.hold_up_s):
+            self.current = step
+            self._changed_at = now
+        return self.current
+
+
+def _damped(base: type) -> type:
+    class Damped(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.damper = BitrateDamper(initial=base.target_bitrate.fget(self))
+
+        @property
+        def target_bitrate(self) -> int:
+            return base.target_bitrate.fget(self)
+
+        @target_bitrate.setter
+        def target_bitrate(self, bitrate: int) -> None:
+            base.target_bitrate.fset(self, self.damper.update(bitrate, time.monotonic()))
+
+        def encode(self, frame, force_keyframe: bool = False):  # noqa: ANN001 - aiortc's signature
+            t0 = time.perf_counter()
+            out = super().encode(frame, force_keyframe)
+            dt = time.perf_counter() - t0
+            for observe in ENCODE_OBSERVERS:
+                observe(dt)
+            return out
+
+    Damped.__name__ = Damped.__qualname__ = f"Damped{base.__name__}"
+    Damped.__doc__ = f"{base.__name__} whose REMB-driven target bitrate moves in damped ladder steps."
+    return Damped
+
+
+DampedVp8Encoder = _damped(Vp8Encoder)
+DampedH264Encoder = _damped(H264Encoder)
+
+
+def _low_latency_jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
+    if not is_video:
+        prefetch = min(prefetch, AUDIO_PREFETCH)
+    return JitterBuffer(capacity, prefetch=prefetch, is_video=is_video)
+
+
+def _damped_get_encoder(codec):  # noqa: ANN001, ANN202 - aiortc's signature
+    mime = codec.mimeType.lower()
+    if mime == "video/vp8":
+        return DampedVp8Encoder()
+    if mime == "video/h264":
+        return DampedH264Encoder()
+    return _aiortc_get_encoder(codec)
+
+
+def install() -> None:
+    rtcrtpreceiver.JitterBuffer = _low_latency_jitter_buffer
+    rtcrtpsender.get_encoder = _damped_get_encoder
+
+
+def uninstall() -> None:
+    rtcrtpreceiver.JitterBuffer = JitterBuffer
+    rtcrtpsender.get_encoder = _aiortc_get_encoder
+
+
+def installed() -> bool:
+    return rtcrtpreceiver.JitterBuffer is _low_latency_jitter_buffer

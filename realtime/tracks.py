@@ -1,0 +1,171 @@
+"""The two outgoing WebRTC tracks of a session: 25 fps avatar video and the delayed speech.
+
+aiortc calls ``recv()`` back to back and does not pace, so each track sleeps to the shared
+:class:`~realtime.clock.TickGrid` itself.  Frames and audio are *delivered* to the tracks by the
+frame loop at the moment a frame is made; a track sends what it was given as soon as its grid
+slot has come, and if nothing fresh arrives within ``wait_s`` of the slot the video repeats its
+last frame (counted as a drop) and the audio sends silence.  Because the speech of frame ``k`` is
+delivered together with frame ``k``, sound and lips leave the server together by construction:
+the returned audio is delayed by exactly the pipeline's delay D, whatever D turns out to be.
+
+Video pts are ``k * 3600`` at time base 1/90000 (k = grid ticks since the track's first frame);
+audio is 20 ms frames of 48 kHz mono s16, pts in samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+from typing import Callable
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from realtime.audio_io import Resampler
+from realtime.clock import MediaClock, TickGrid, wait_event_until
+
+__all__ = ["AvatarVideoTrack", "DelayedAudioTrack", "VIDEO_TIME_BASE", "AUDIO_RATE"]
+
+VIDEO_CLOCK = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+AUDIO_RATE = 48000
+AUDIO_PTIME = 0.02
+AUDIO_CHUNK = int(AUDIO_RATE * AUDIO_PTIME)  # 960 samples per 20 ms frame
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+class AvatarVideoTrack(MediaStreamTrack):
+    """25 fps video whose frames the frame loop delivers; repeats the last one when none came.
+
+    ``on_sent(meta, repeated)`` is called for every frame handed to the encoder: ``meta`` is what
+    came with a fresh frame (the server measures audio-in -> frame-out latency from it), None for a
+    repeat; ``repeated`` is True when a real frame was due and none came (a drop).
+    """
+
+    kind = "video"
+
+    def __init__(self, clock: MediaClock, grid: TickGrid, placeholder: np.ndarray, *,
+                 wait_s: float = 0.035, on_sent: Callable[[object, bool], None] | None = None) -> None:
+        super().__init__()
+        self._clock = clock
+        self._grid = grid
+        self._fps = grid.fps
+        self._pts_step = int(round(VIDEO_CLOCK / grid.fps))
+        self._wait_s = wait_s
+        self._on_sent = on_sent
+        self._latest = placeholder  # (H * 3 / 2, W) uint8 I420 planes
+        self._meta: object = None
+        self._fresh = asyncio.Event()
+        self._started = False  # a real frame has been delivered: from then on a repeat is a drop
+        self._t0: float | None = None
+        self._k = 0
+        self.frames_sent = 0
+        self.frames_repeated = 0
+
+    def deliver(self, planes: np.ndarray, meta: object = None) -> None:
+        """Newest frame wins: a frame not yet sent when the next arrives is replaced (and lost)."""
+        self._latest = planes
+        self._meta = meta
+        self._started = True
+        self._fresh.set()
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock.now()
+        if self._t0 is None:
+            self._t0 = self._grid.next_tick(now)
+        # a slow consumer (encoder stall) skips slots rather than drifting behind real time
+        self._k = max(self._k, math.floor((now - self._t0) * self._fps))
+        slot = self._t0 + self._k / self._fps
+        await self._clock.sleep_until(slot)
+        fresh = await wait_event_until(self._clock, self._fresh, slot + self._wait_s)
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._fresh.clear()
+        meta, self._meta = (self._meta, None) if fresh else (None, self._meta)
+        repeated = not fresh and self._started
+        self.frames_repeated += repeated
+        if self._on_sent is not None:
+            self._on_sent(meta, repeated)
+        frame = av.VideoFrame.from_ndarray(self._latest, format="yuv420p")
+        frame.pts = self._k * self._pts_step
+        frame.time_base = VIDEO_TIME_BASE
+        self._k += 1
+        self.frames_sent += 1
+        return frame
+
+
+class DelayedAudioTrack(MediaStreamTrack):
+    """The session's speech, 16 kHz in, sent as 20 ms 48 kHz frames in step with the video.
+
+    A bounded FIFO: backlog beyond ``max_backlog_s`` drops its oldest audio (latency stays
+    bounded if the receiver side ever stalls); an empty FIFO sends silence.
+    """
+
+    kind = "audio"
+
+    def __init__(self, clock: MediaClock, grid: TickGrid, *, wait_s: float = 0.035,
+                 max_backlog_s: float = 0.12, quality: str = "LQ") -> None:
+        super().__init__()
+        self._clock = clock
+        self._grid = grid
+        self._wait_s = wait_s
+        self._cap = int(max_backlog_s * AUDIO_RATE)
+        self._fifo = np.zeros(0, np.int16)
+        self._ready = asyncio.Event()
+        self._upsample = Resampler(out_rate=AUDIO_RATE, quality=quality)
+        self._t0: float | None = None
+        self._j = 0
+        self.samples_dropped = 0
+
+    def deliver(self, samples16k: np.ndarray) -> None:
+        """Queue 16 kHz mono float32 speech (one video frame's worth at a time)."""
+        up = self._upsample.push(samples16k, 16000)
+        if up.size == 0:
+            return
+        pcm = (np.clip(up, -1.0, 1.0) * 32767.0).astype(np.int16)
+        fifo = np.concatenate([self._fifo, pcm])
+        if fifo.size > self._cap:
+            self.samples_dropped += fifo.size - self._cap
+            fifo = fifo[-self._cap:]
+        self._fifo = fifo
+        if self._fifo.size >= AUDIO_CHUNK:
+            self._ready.set()
+
+    def clear(self) -> None:
+        """Interrupt: forget queued speech (the resampler's filter tail too)."""
+        self._fifo = np.zeros(0, np.int16)
+        self._upsample.flush()
+        self._ready.clear()
+
+    @property
+    def backlog_s(self) -> float:
+        return self._fifo.size / AUDIO_RATE
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock.now()
+        if self._t0 is None:
+            self._t0 = self._grid.next_tick(now)
+        self._j = max(self._j, math.floor((now - self._t0) / AUDIO_PTIME))
+        slot = self._t0 + self._j * AUDIO_PTIME
+        await self._clock.sleep_until(slot)
+        if self._fifo.size < AUDIO_CHUNK:
+            self._ready.clear()
+            await wait_event_until(self._clock, self._ready, slot + self._wait_s)
+        if self.readyState != "live":
+            raise MediaStreamError
+        pcm = np.zeros(AUDIO_CHUNK, np.int16)
+        n = min(AUDIO_CHUNK, self._fifo.size)
+        pcm[:n] = self._fifo[:n]
+        self._fifo = self._fifo[n:]
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._j * AUDIO_CHUNK
+        frame.time_base = AUDIO_TIME_BASE
+        self._j += 1
+        return frame

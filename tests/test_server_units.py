@@ -1,0 +1,237 @@
+"""The server's pure parts, fast and without a network: clock, grid, tracks on a manual clock,
+a session's timeline (silence fill, debt, presenter queue), bitrate damping, idle motion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from realtime.clock import ManualClock, TickGrid, wait_event_until
+from realtime.idle_motion import IdleMotion
+from realtime.low_latency import BitrateDamper, DampedVp8Encoder, install, installed
+from realtime.session import Session
+from realtime.tracks import AUDIO_CHUNK, AvatarVideoTrack, DelayedAudioTrack
+
+
+def test_tick_grid() -> None:
+    g = TickGrid(10.0, 25.0)
+    assert g.time_of(3) == pytest.approx(10.12)
+    assert g.index_at(10.119) == 2 and g.index_at(10.12) == 3 and g.index_at(9.99) == -1
+    assert g.next_tick(10.121) == pytest.approx(10.16) and g.next_tick(10.12) == pytest.approx(10.12)
+
+
+def test_manual_clock_wakes_sleepers_in_order() -> None:
+    async def go() -> list[tuple[str, float]]:
+        clock, woke = ManualClock(), []
+
+        async def sleeper(name: str, t: float) -> None:
+            await clock.sleep_until(t)
+            woke.append((name, clock.now()))
+
+        tasks = [asyncio.ensure_future(sleeper("b", 0.2)), asyncio.ensure_future(sleeper("a", 0.1))]
+        await asyncio.sleep(0)
+        await clock.advance(0.15)
+        assert woke == [("a", 0.1)]
+        event = asyncio.Event()
+        waiter = asyncio.ensure_future(wait_event_until(clock, event, 0.5))
+        await clock.advance(0.1)
+        event.set()
+        assert await waiter is True
+        assert await wait_event_until(clock, asyncio.Event(), 0.1) is False  # deadline already past
+        await asyncio.gather(*tasks)
+        return woke
+
+    assert asyncio.run(go()) == [("a", 0.1), ("b", 0.2)]
+
+
+def test_video_track_paces_to_the_grid_and_repeats_when_starved() -> None:
+    async def go() -> None:
+        clock = ManualClock(0.01)
+        grid = TickGrid(0.0, 25.0)
+        sent = []
+        track = AvatarVideoTrack(clock, grid, np.zeros((6, 4), np.uint8), wait_s=0.03,
+                                 on_sent=lambda meta, rep: sent.append((meta, rep)))
+        recv = asyncio.ensure_future(track.recv())
+        await clock.advance(0.03)  # slot 0.04 not reached
+        assert not recv.done()
+        await clock.advance(0.015)  # slot reached, no frame yet: waits up to 0.07
+        assert not recv.done()
+        track.deliver(np.full((6, 4), 7, np.uint8), meta="m0")
+        await clock.advance(0.001)
+        f0 = await recv
+        assert f0.pts == 0 and sent == [("m0", False)]
+        recv = asyncio.ensure_future(track.recv())
+        await clock.advance(0.2)  # nothing delivered: the last frame again, counted as a drop
+        f1 = await recv
+        assert f1.pts == 3600 and sent[-1] == (None, True) and track.frames_repeated == 1
+        assert f1.to_ndarray()[0, 0] == 7
+        # recv called late: pts jump to the current slot instead of drifting behind real time
+        recv = asyncio.ensure_future(track.recv())
+        await clock.advance(0.05)
+        assert (await recv).pts >= 5 * 3600
+
+    asyncio.run(go())
+
+
+def test_audio_track_sends_delivered_speech_then_silence() -> None:
+    async def go() -> None:
+        clock = ManualClock(0.0)
+        track = DelayedAudioTrack(clock, TickGrid(0.0), wait_s=0.01)
+        tone = 0.5 * np.sin(np.arange(640) * 0.3).astype(np.float32)
+        for _ in range(3):
+            track.deliver(tone)  # 3 video frames = 120 ms
+        frames = []
+        for _ in range(8):
+            recv = asyncio.ensure_future(track.recv())
+            await clock.advance(0.02)
+            frames.append(await recv)
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+        assert all(f.samples == AUDIO_CHUNK and f.sample_rate == 48000 for f in frames)
+        assert [f.pts for f in frames] == [i * AUDIO_CHUNK for i in range(8)]
+        assert np.abs(pcm[:5000]).max() > 10000  # the tone, upsampled
+        assert np.abs(pcm[-960 * 2:]).max() == 0  # then silence
+        track.deliver(tone)
+        track.clear()
+        assert track.backlog_s == 0.0
+
+    asyncio.run(go())
+
+
+def _session(clock: ManualClock) -> Session:
+    grid = TickGrid(0.0)
+    video = AvatarVideoTrack(clock, grid, np.zeros((6, 4), np.uint8))
+    audio = DelayedAudioTrack(clock, grid)
+    return Session("s", "a", np.zeros(1, np.int64), clock, video, audio, fps=25.0, lookahead_s=0.04)
+
+
+def test_presenter_timeline_runs_in_real_time_with_silence_between() -> None:
+    clock = ManualClock(0.0)
+    s = _session(clock)
+    s.speak(np.full(1600, 0.25, np.float32))  # 100 ms
+    s.feed(0.0)
+    lead = s.fed
+    assert 0.05 * 16000 < lead < 0.15 * 16000  # the presenter runs a little ahead of now
+    for t in np.arange(0.04, 1.0, 0.04):
+        clock._t = float(t)
+        s.feed(float(t))
+    assert s.fed == pytest.approx(16000 * 0.96 + lead, abs=2)  # exactly real time
+    assert s.queued_s == 0.0
+    speech = s.audio_of_frames(0, 3)  # the first 120 ms: the 100 ms of speech, then silence
+    assert np.all(speech[:1600] == 0.25) and np.all(speech[1600:] == 0.0)
+
+
+def test_mic_timeline_fills_late_audio_and_repays_the_debt() -> None:
+    clock = ManualClock(0.0)
+    s = _session(clock)
+    s.has_mic = True
+    chunk = np.full(320, 0.1, np.float32)
+    for i in range(10):  # 200 ms of mic audio arriving on time
+        clock._t = 0.02 * (i + 1)
+        s.on_mic_audio(chunk)
+        s.feed(clock.now())
+    assert s.fed == 3200 and s.stats.silence_filled == 0
+    clock._t = 0.5  # the mic stalls for 300 ms: the frame loop fills what is over 100 ms late
+    s.feed(0.5)
+    filled = s.stats.silence_filled
+    # the first packet (at 0.02 s) anchored sample 0 at 0.02 s; fill up to 100 ms before now
+    assert filled == int((0.5 - 0.02) * 16000) - 1600 - 3200
+    assert s.fed == 3200 + filled
+    for _ in range(15):  # the late audio arrives in a burst: the filled part is discarded
+        s.on_mic_audio(chunk)
+    assert s.stats.late_discarded == filled
+    assert s.fed == 3200 + filled + 15 * 320 - filled
+
+
+def test_interrupt_drops_queued_speech() -> None:
+    clock = ManualClock(0.0)
+    s = _session(clock)
+    s.speak(np.ones(16000, np.float32))
+    s.feed(0.0)
+    s.drop_speech()
+    s.restart()
+    s.feed(0.0)
+    assert s.queued_s == 0.0 and np.all(s.audio_of_frames(0, 2) == 0.0)
+
+
+def test_bitrate_damper_moves_in_few_steps() -> None:
+    d = BitrateDamper(hold_up_s=5.0)
+    targets = [d.update(b, t * 0.2) for t, b in enumerate(np.linspace(300_000, 1_500_000, 50))]
+    assert len(set(targets)) <= 3  # a 10 s ramp in 2% steps: a couple of changes, not 50
+    assert d.update(320_000, 100.0) == 300_000  # congestion goes down at once
+
+
+def test_low_latency_install_caps_audio_prefetch_and_damps_encoders() -> None:
+    install()
+    assert installed()
+    from aiortc import rtcrtpreceiver, rtcrtpsender
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    assert rtcrtpreceiver.JitterBuffer(capacity=16, prefetch=4)._prefetch == 1
+    assert rtcrtpreceiver.JitterBuffer(capacity=512, is_video=True)._is_video
+    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    assert isinstance(enc, DampedVp8Encoder)
+    enc.target_bitrate = 540_000  # +8%: stays
+    assert enc.target_bitrate == 500_000
+
+
+def test_idle_motion_is_subtle_and_alive() -> None:
+    rng = np.random.default_rng(0)
+    img = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
+    img = np.ascontiguousarray(np.repeat(np.repeat(img[::8, ::8], 8, 0), 8, 1))
+    idle = IdleMotion(128, 128)
+    a, b = idle.apply(img, 0.0).copy(), idle.apply(img, 2.0).copy()
+    c = idle.apply(img, 2.04).copy()
+    assert not np.array_equal(a, b)  # it moves over seconds
+    assert np.abs(b.astype(int) - c).mean() < np.abs(a.astype(int) - b).mean() / 5  # slowly
+    assert np.abs(idle.matrix(1.3)[:, :2] - np.eye(2)).max() < 0.02  # a tiny warp
+
+
+def test_a_slow_inference_never_delays_the_tick() -> None:
+    """A tick that finds the worker busy returns at once (counted); the frame arrives later."""
+    import time
+
+    from engines.factory import create_engine
+    from export.avatar import ensure_default_avatar
+    from realtime.frame_loop import FrameLoop
+    from realtime.metrics import ServerMetrics
+
+    engine = create_engine()
+
+    class SlowEngine:  # the real engine, made slow
+        manifest, name = engine.manifest, "slow"
+
+        def add_avatar(self, *a):  # noqa: ANN002, ANN202
+            return engine.add_avatar(*a)
+
+        def run(self, *a):  # noqa: ANN002, ANN202
+            time.sleep(0.15)
+            return engine.run(*a)
+
+    async def go() -> None:
+        clock = ManualClock(0.0)
+        metrics = ServerMetrics("slow", "m")
+        loop = FrameLoop(SlowEngine(), clock, metrics)
+        avatar = ensure_default_avatar()
+        rows = loop.add_avatar(avatar)
+        grid = loop.grid
+        video = AvatarVideoTrack(clock, grid, loop.renderers[avatar.name].placeholder())
+        s = Session("s", avatar.name, rows, clock, video, DelayedAudioTrack(clock, grid), fps=25.0,
+                    lookahead_s=engine.manifest.lookahead_s)
+        loop.add(s)
+        clock._t = 0.2
+        loop.tick(0.2)  # submits a frame to the (slow) worker
+        t0 = time.perf_counter()
+        clock._t = 0.24
+        loop.tick(0.24)
+        assert time.perf_counter() - t0 < 0.02
+        assert metrics.ticks_busy._value.get() == 1
+        for _ in range(100):
+            if s.stats.frames_rendered:
+                break
+            await asyncio.sleep(0.01)
+        assert s.stats.frames_rendered == 1 and video._started
+        await loop.stop()
+
+    asyncio.run(go())
