@@ -37,10 +37,10 @@ system-test-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-# The main job.  Until the WebRTC server lands this renders the bundled sample speech with the
-# built-in avatar and model.
+# The main job: the WebRTC server on the built-in avatar and model, http://127.0.0.1:8080/
+# (SERVE_ARGS="--port 9000 --avatar me" to change it).
 serve: $(VENV)/.serve-installed
-	$(BIN)/lipstream render --audio realtime/samples/hello.wav --out out/hello.mp4
+	$(BIN)/lipstream serve $(SERVE_ARGS)
 
 test: system-test-deps $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

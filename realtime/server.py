@@ -7,7 +7,8 @@ Routes (every error is JSON ``{"error": "..."}`` with a 4xx/5xx status, never a 
   server sends one 25 fps video track and one audio track (the speech, delayed to match the lips).
 - ``POST /api/sessions/{id}/speak`` (an audio file body) queues speech; ``.../interrupt`` drops
   queued and in-flight speech; ``DELETE /api/sessions/{id}`` ends the session;
-  ``GET /api/sessions/{id}`` describes it (frames, recent mouth openings).
+  ``GET /api/sessions/{id}`` describes it (frames, recent mouth openings, recent latency);
+  ``GET /api/avatars`` lists the prepared avatars (the browser client's choice).
 - ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /`` the browser client (``client_web/``).
 
 One :class:`~realtime.frame_loop.FrameLoop` (one tick, one worker thread) serves all sessions.
@@ -22,6 +23,7 @@ import logging
 import re
 import signal
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from engines.base import Engine
 from engines.manifest import DEFAULT_MODEL_DIR
-from export.avatar import Avatar, AvatarError, ensure_default_avatar, load_avatar
+from export.avatar import Avatar, AvatarError, default_avatars_dir, ensure_default_avatar, load_avatar
 from realtime import low_latency
 from realtime.audio_io import AudioFormatError, load_audio
 from realtime.clock import MediaClock, WallClock
@@ -48,6 +50,7 @@ __all__ = ["ServerConfig", "create_app", "run_server", "CLIENT_DIR"]
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AUDIO_TYPES = ("application/octet-stream",)
+_LATENCY_WINDOW = 50  # frames (2 s) behind a session's reported latency
 _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>lipstream</title>
 <h1>lipstream server</h1><p>No browser client installed (client_web/index.html). The API:
 <code>POST /offer</code>, <code>POST /api/sessions/{id}/speak</code>, <code>GET /metrics</code>.</p>
@@ -129,6 +132,9 @@ class _State:
         self.engine = engine
         self.clock = clock
         self.sessions: dict[str, Session] = {}
+        self.latencies: dict[str, deque[float]] = {}  # per session: recent audio-to-frame seconds
+        # every session's audio-to-frame seconds, bounded: what benchmarks read for exact percentiles
+        self.latency_samples: deque[float] = deque(maxlen=100_000)
         self.avatars: dict[str, tuple[Avatar, object]] = {}
         self.pending = 0  # offers being negotiated: count against max_sessions
         self.metrics: ServerMetrics | None = None
@@ -180,6 +186,7 @@ class _State:
 
     async def close_session(self, session: Session) -> None:
         registered = self.sessions.pop(session.id, None) is not None
+        self.latencies.pop(session.id, None)
         if session.closed and not registered:
             return
         self.loop.remove(session)
@@ -274,13 +281,17 @@ async def offer(request: web.Request) -> web.Response:
 def _new_session(st: _State, sid: str, avatar: Avatar, rows) -> Session:  # noqa: ANN001
     metrics = st.metrics
     clock = st.clock
+    recent = st.latencies.setdefault(sid, deque(maxlen=_LATENCY_WINDOW))
 
     def on_sent(meta, repeated: bool) -> None:  # noqa: ANN001
         metrics.frames_sent.inc()
         if repeated:
             metrics.frames_dropped.inc()
         if meta is not None:
-            metrics.latency.observe(max(0.0, clock.now() - meta.heard_at))
+            latency = max(0.0, clock.now() - meta.heard_at)
+            metrics.latency.observe(latency)
+            recent.append(latency)
+            st.latency_samples.append(latency)
 
     renderer = st.loop.renderers[avatar.name]
     video = AvatarVideoTrack(clock, st.loop.grid, renderer.placeholder(), on_sent=on_sent)
@@ -339,7 +350,23 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def describe_session(request: web.Request) -> web.Response:
-    return web.json_response(_state(request).session(request).summary())
+    st = _state(request)
+    session = st.session(request)
+    recent = list(st.latencies.get(session.id, ()))
+    # the browser's stats overlay shows this: audio reaching the front-end -> its frame encoded
+    latency_ms = round(1000 * sorted(recent)[len(recent) // 2], 1) if recent else None
+    return web.json_response({**session.summary(), "audio_to_frame_ms": latency_ms})
+
+
+async def list_avatars(request: web.Request) -> web.Response:
+    """Prepared avatars by name (directories with a manifest), for the browser client's list."""
+    config = _state(request).config
+    root = Path(config.avatars_dir or default_avatars_dir())
+    names = {config.avatar, "default"}
+    if root.is_dir():
+        names.update(d.name for d in root.iterdir()  # dot-dirs are avatars being written
+                     if _NAME.match(d.name) and not d.name.startswith(".") and (d / "manifest.json").is_file())
+    return web.json_response({"default": config.avatar, "avatars": sorted(names)})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -386,6 +413,7 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     app.router.add_post("/offer", offer)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/avatars", list_avatars)
     app.router.add_get("/api/sessions/{sid}", describe_session)
     app.router.add_delete("/api/sessions/{sid}", delete_session)
     app.router.add_post("/api/sessions/{sid}/speak", speak)

@@ -1,0 +1,183 @@
+"""The browser client in real headless Chromium, against a real server on 127.0.0.1.
+
+Chromium's fake microphone plays a looping flite sentence; the page is driven like a user (click
+Start).  Checks: the call connects over loopback ICE candidates, the page decodes >= 24 fps for
+10 s (from its own ``getStats`` readings), the returned audio arrives and is not silent, and the
+server heard speech (mic audio received, the mouth opened).  Then an unknown avatar shows the
+server's JSON error in words.
+
+Needs Debian's ``chromium`` and the ``playwright`` Python package (never ``playwright install``:
+the browser is the system one).  ``LIPSTREAM_SCREENSHOT=/path.png`` saves a screenshot of the
+running page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from server_harness import flite_speech, serving
+
+CHROMIUM = Path("/usr/bin/chromium")
+SPEECH = "Hello there. Why would a wide blue map be here? Oh, I am amazed, what a day."
+FAKE_MIC_RATE = 48000  # Chromium's fake capture reads 16-bit PCM WAV and resamples; 48 kHz is its native rate
+MEASURE_S = 10.0
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="needs the playwright package (pip install playwright)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian chromium at /usr/bin/chromium "
+                                "(apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from engines.factory import create_engine
+
+    return create_engine()
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory) -> Path:
+    """Speech then 1.5 s of silence, 16-bit mono PCM WAV at 48 kHz; Chromium loops it."""
+    import soxr
+
+    if not shutil.which("flite"):
+        pytest.skip("needs flite")
+    speech = flite_speech(SPEECH, tmp_path_factory.mktemp("mic") / "flite.wav")
+    pcm = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(24000, np.float32)])
+    pcm = soxr.resample(pcm, 16000, FAKE_MIC_RATE)
+    out = tmp_path_factory.mktemp("mic") / "fake_mic.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(FAKE_MIC_RATE)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+    return out
+
+
+async def _wait_for(page, expression: str, timeout_s: float) -> None:
+    await page.wait_for_function(expression, timeout=timeout_s * 1000, polling=100)
+
+
+@pytest.fixture(scope="module")
+def browser_call(engine, fake_mic, tmp_path_factory) -> dict:
+    """One ~12 s call from Chromium; returns the page's stats history and the server's view."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+
+    async def run() -> dict:
+        async with serving(engine) as (base, _app), aiohttp.ClientSession() as http:
+            async with playwright_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=str(CHROMIUM), headless=True,
+                    args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}",
+                          f"--user-data-dir={profile}"] if False else
+                    [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}"])
+                try:
+                    return await _drive(browser, base, http)
+                finally:
+                    await browser.close()
+
+    return asyncio.run(run())
+
+
+async def _drive(browser, base: str, http: aiohttp.ClientSession) -> dict:  # noqa: ANN001
+    page = await browser.new_page(viewport={"width": 760, "height": 760})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    await page.goto(f"{base}/")
+    await _wait_for(page, "document.querySelectorAll('#avatars option').length > 0", 5)
+    await page.click("#start")
+    try:
+        await _wait_for(page, "window.lipstream.phase === 'connected'", 15)
+    except playwright_api.TimeoutError:
+        status = await page.text_content("#status")
+        raise AssertionError(f"never connected; status {status!r}; console {console}") from None
+    sid = await page.evaluate("window.lipstream.sessionId")
+    await asyncio.sleep(1.0 + MEASURE_S)  # 1 s to settle, then the measured interval
+    history = await page.evaluate("window.lipstream.history")
+    video = await page.evaluate("""() => { const v = document.getElementById('video');
+        return {w: v.videoWidth, h: v.videoHeight, paused: v.paused, muted: v.muted, t: v.currentTime,
+                tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.kind + ':' + t.readyState) : []}; }""")
+    async with http.get(f"{base}/api/sessions/{sid}") as r:
+        summary = await r.json()
+    shot = os.environ.get("LIPSTREAM_SCREENSHOT")
+    if shot:
+        await page.screenshot(path=shot)
+    status_connected = await page.text_content("#status")
+
+    await page.click("#stop")
+    for _ in range(40):
+        async with http.get(f"{base}/healthz") as r:
+            sessions_after_stop = (await r.json())["sessions"]
+        if sessions_after_stop == 0:
+            break
+        await asyncio.sleep(0.05)
+
+    await page.fill("#avatar", "no-such-avatar")
+    await page.click("#start")
+    await _wait_for(page, "window.lipstream.error !== null", 10)
+    error_text = await page.text_content("#status")
+    return {"history": history, "video": video, "summary": summary, "status_connected": status_connected,
+            "sessions_after_stop": sessions_after_stop, "error_text": error_text, "console": console}
+
+
+def test_connects_over_loopback(browser_call: dict) -> None:
+    last = browser_call["history"][-1]
+    assert last["remoteCandidate"] == "127.0.0.1", last
+    assert last["rtt"] is not None and last["rtt"] < 0.05, last
+    assert "Connected" in browser_call["status_connected"]
+
+
+def test_page_decodes_25_fps(browser_call: dict) -> None:
+    hist = browser_call["history"]
+    t_end = hist[-1]["t"]
+    window = [h for h in hist if h["t"] >= t_end - MEASURE_S - 0.01]
+    first, last = window[0], window[-1]
+    assert last["t"] - first["t"] >= MEASURE_S - 1.1, (first, last)
+    fps = (last["framesDecoded"] - first["framesDecoded"]) / (last["t"] - first["t"])
+    assert fps >= 24.0, (fps, [h["fps"] for h in hist])
+    assert last["width"] > 0 and browser_call["video"]["w"] == last["width"]
+    assert not browser_call["video"]["paused"] and browser_call["video"]["t"] > MEASURE_S
+
+
+def test_returned_audio_plays(browser_call: dict) -> None:
+    hist = browser_call["history"]
+    assert hist[-1]["audioSamples"] > 48000 * MEASURE_S * 0.9  # 48 kHz Opus decoded all along
+    assert max(h["audioLevel"] or 0 for h in hist) > 0.02, "the returned audio is silent"
+    assert "audio:live" in browser_call["video"]["tracks"] and not browser_call["video"]["muted"]
+
+
+def test_server_heard_speech(browser_call: dict) -> None:
+    """The fake mic's WAV reached the server: a wrong path plays near-silence and fails here."""
+    summary = browser_call["summary"]
+    assert summary["mic"] is True
+    assert summary["mic_s"] > MEASURE_S * 0.9, summary["mic_s"]
+    openings = np.array(summary["openings"])
+    assert openings.max() > 0.3, "the mouth never opened: the server heard no speech"
+    assert (openings < 0.05).mean() > 0.1, "the mouth never closed: the fake mic's silence did not arrive"
+    assert summary["audio_to_frame_ms"] is not None and 20 < summary["audio_to_frame_ms"] < 300
+
+
+def test_stats_overlay_and_stop(browser_call: dict) -> None:
+    last = browser_call["history"][-1]
+    assert last["serverLatency"] is not None and last["jitterVideo"] >= 0 and last["jitterAudio"] >= 0
+    assert browser_call["sessions_after_stop"] == 0
+
+
+def test_server_error_shown_in_words(browser_call: dict) -> None:
+    assert "no prepared avatar 'no-such-avatar'" in browser_call["error_text"]
+    assert not [c for c in browser_call["console"] if c.startswith("pageerror")], browser_call["console"]
