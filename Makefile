@@ -11,7 +11,12 @@ TORCH  ?= torch==2.13.0
 TEST_DEBS := espeak-ng flite
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test install install-test system-test-deps clean
+# Training voices (docs/model-card.md): flite + festival voices built from real recordings.
+TRAIN_DEBS := flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k \
+              festvox-itapc16k festvox-ru festvox-czech-dita festvox-czech-machac festvox-suopuhe-lj \
+              festvox-suopuhe-mv festvox-ca-ona-hts
+
+.PHONY: serve test install install-test system-test-deps debs model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +35,10 @@ install: $(VENV)/.serve-installed
 install-test: $(VENV)/.test-installed
 
 system-test-deps:
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
+
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -44,6 +52,14 @@ serve: $(VENV)/.serve-installed
 
 test: system-test-deps $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Rebuild the built-in model from scratch: synthetic + recorded speech corpus, training (~12 min on
+# 2 cores), held-out evaluation, ONNX export into engines/models/default.
+model: $(VENV)/.test-installed
+	@$(MAKE) --no-print-directory debs DEBS="$(TRAIN_DEBS)"
+	$(BIN)/python -m export.train_audio
+	$(BIN)/python -m export.evaluate_audio --json benchmarks/results/audio_net_eval.json
+	$(BIN)/lipstream export --fp16
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -9,7 +9,7 @@ frame time that window serves, ``(e - 1)/80 - lookahead`` -> Adam.
 All streams are laid end to end in one mel array separated by 16 frames of ``SILENCE_VALUE``,
 which is exactly what ``windows_at`` reads outside a stream, so one gather serves a whole batch.
 
-    python -m export.train_audio               # corpus + training, ~15 min on 2 cores
+    python -m export.train_audio               # corpus + training, ~12 min on 2 cores
     python -m export.train_audio --steps 200 --utts 4 --out /tmp/a.pt   # smoke run
 """
 

@@ -73,18 +73,18 @@ async def _wait_for(page, expression: str, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser_call(engine, fake_mic, tmp_path_factory) -> dict:
-    """One ~12 s call from Chromium; returns the page's stats history and the server's view."""
-    profile = tmp_path_factory.mktemp("chromium-profile")
+def browser_call(engine, fake_mic) -> dict:
+    """One ~12 s call from Chromium; returns the page's stats history and the server's view.
+
+    Playwright's ``launch`` gives every browser a fresh temporary profile (user-data-dir).
+    """
 
     async def run() -> dict:
         async with serving(engine) as (base, _app), aiohttp.ClientSession() as http:
             async with playwright_api.async_playwright() as pw:
                 browser = await pw.chromium.launch(
                     executable_path=str(CHROMIUM), headless=True,
-                    args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}",
-                          f"--user-data-dir={profile}"] if False else
-                    [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}"])
+                    args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}"])
                 try:
                     return await _drive(browser, base, http)
                 finally:
@@ -98,6 +98,7 @@ async def _drive(browser, base: str, http: aiohttp.ClientSession) -> dict:  # no
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.on("response", lambda r: console.append(f"http {r.status} {r.request.method} {r.url}") if r.status >= 400 else None)
     await page.goto(f"{base}/")
     await _wait_for(page, "document.querySelectorAll('#avatars option').length > 0", 5)
     await page.click("#start")
