@@ -118,10 +118,17 @@ def _fail(status: int, message: str, **headers: str) -> ApiError:
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _fail(413, f"request body too large ({request.content_length} bytes; the limit is {limit})")
-    data = await request.content.read(limit + 1)
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: a body sent in several
+    # packets (a browser's upload) must be read until EOF.
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = await request.content.read(limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
     if len(data) > limit:
         raise _fail(413, f"request body too large (over {limit} bytes)")
-    return data
+    return bytes(data)
 
 
 class _State:

@@ -3,8 +3,9 @@
 Chromium's fake microphone plays a looping flite sentence; the page is driven like a user (click
 Start).  Checks: the call connects over loopback ICE candidates, the page decodes >= 24 fps for
 10 s (from its own ``getStats`` readings), the returned audio arrives and is not silent, and the
-server heard speech (mic audio received, the mouth opened).  Then an unknown avatar shows the
-server's JSON error in words.
+server heard speech (mic audio received, the mouth opened).  Then a presenter-mode call (no mic)
+speaks a file uploaded through the page, and an unknown avatar shows the server's JSON error in
+words.
 
 Needs Debian's ``chromium`` and the ``playwright`` Python package (never ``playwright install``:
 the browser is the system one).  ``LIPSTREAM_SCREENSHOT=/path.png`` saves a screenshot of the
@@ -74,7 +75,7 @@ async def _wait_for(page, expression: str, timeout_s: float) -> None:
 
 @pytest.fixture(scope="module")
 def browser_call(engine, fake_mic) -> dict:
-    """One ~12 s call from Chromium; returns the page's stats history and the server's view.
+    """A ~12 s mic call, then a presenter call; the pages' stats and the server's view of both.
 
     Playwright's ``launch`` gives every browser a fresh temporary profile (user-data-dir).
     """
@@ -82,32 +83,54 @@ def browser_call(engine, fake_mic) -> dict:
     async def run() -> dict:
         async with serving(engine) as (base, _app), aiohttp.ClientSession() as http:
             async with playwright_api.async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=str(CHROMIUM), headless=True,
-                    args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}"])
+                launch = pw.chromium.launch
+                browser = await launch(executable_path=str(CHROMIUM), headless=True,
+                                       args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={fake_mic}"])
                 try:
-                    return await _drive(browser, base, http)
+                    result = await _mic_call(browser, base, http)
                 finally:
                     await browser.close()
+                # Without the fake permission UI a page that never asked for the mic has no media
+                # permission, so Chromium hides its address behind an mDNS ``.local`` name, as it
+                # does for a real user in presenter mode.
+                browser = await launch(executable_path=str(CHROMIUM), headless=True,
+                                       args=[f for f in CHROMIUM_FLAGS if f != "--use-fake-ui-for-media-stream"])
+                try:
+                    result["presenter"] = await _presenter_call(browser, base, http, fake_mic)
+                finally:
+                    await browser.close()
+                return result
 
     return asyncio.run(run())
 
 
-async def _drive(browser, base: str, http: aiohttp.ClientSession) -> dict:  # noqa: ANN001
+async def _open_page(browser, base: str, log: list[str]):  # noqa: ANN001, ANN202 - playwright objects
     page = await browser.new_page(viewport={"width": 760, "height": 760})
-    console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    page.on("response", lambda r: console.append(f"http {r.status} {r.request.method} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    page.on("response", lambda r: log.append(f"http {r.status} {r.request.method} {r.url}") if r.status >= 400 else None)
+    page.on("request", lambda r: log.append(f"offer {r.post_data}") if r.url.endswith("/offer") else None)
     await page.goto(f"{base}/")
     await _wait_for(page, "document.querySelectorAll('#avatars option').length > 0", 5)
+    return page
+
+
+async def _start(page, log: list[str]) -> str:  # noqa: ANN001
+    """Click Start and wait for the call to connect; returns the session id."""
     await page.click("#start")
     try:
         await _wait_for(page, "window.lipstream.phase === 'connected'", 15)
     except playwright_api.TimeoutError:
         status = await page.text_content("#status")
-        raise AssertionError(f"never connected; status {status!r}; console {console}") from None
-    sid = await page.evaluate("window.lipstream.sessionId")
+        raise AssertionError(f"never connected; status {status!r}; log {log}") from None
+    return await page.evaluate("window.lipstream.sessionId")
+
+
+async def _mic_call(browser, base: str, http: aiohttp.ClientSession) -> dict:  # noqa: ANN001
+    """Fake mic -> server -> page for 11 s; Stop; then Start with an unknown avatar."""
+    log: list[str] = []
+    page = await _open_page(browser, base, log)
+    sid = await _start(page, log)
     await asyncio.sleep(1.0 + MEASURE_S)  # 1 s to settle, then the measured interval
     history = await page.evaluate("window.lipstream.history")
     video = await page.evaluate("""() => { const v = document.getElementById('video');
@@ -133,7 +156,25 @@ async def _drive(browser, base: str, http: aiohttp.ClientSession) -> dict:  # no
     await _wait_for(page, "window.lipstream.error !== null", 10)
     error_text = await page.text_content("#status")
     return {"history": history, "video": video, "summary": summary, "status_connected": status_connected,
-            "sessions_after_stop": sessions_after_stop, "error_text": error_text, "console": console}
+            "sessions_after_stop": sessions_after_stop, "error_text": error_text, "log": log}
+
+
+async def _presenter_call(browser, base: str, http: aiohttp.ClientSession, speech_file: Path) -> dict:  # noqa: ANN001
+    """No microphone: upload a speech file with the page's Speak button; the mouth must move."""
+    log: list[str] = []
+    page = await _open_page(browser, base, log)
+    await page.select_option("#mic", "none")
+    sid = await _start(page, log)
+    await page.set_input_files("#speech-file", str(speech_file))
+    await page.click("#speak")
+    await _wait_for(page, "document.getElementById('status').textContent.startsWith('Speaking')", 5)
+    await asyncio.sleep(4.0)
+    async with http.get(f"{base}/api/sessions/{sid}") as r:
+        summary = await r.json()
+    stats = await page.evaluate("window.lipstream.stats")
+    status = await page.text_content("#status")
+    await page.click("#stop")
+    return {"summary": summary, "stats": stats, "status": status, "log": log}
 
 
 def test_connects_over_loopback(browser_call: dict) -> None:
@@ -179,6 +220,17 @@ def test_stats_overlay_and_stop(browser_call: dict) -> None:
     assert browser_call["sessions_after_stop"] == 0
 
 
+def test_presenter_mode_speaks_uploaded_file(browser_call: dict) -> None:
+    """No mic, mDNS host candidates in the offer: still connects via the server's loopback one."""
+    call = browser_call["presenter"]
+    offer = next(line for line in call["log"] if line.startswith("offer "))
+    assert ".local" in offer, "expected Chromium to offer mDNS candidates without media permission"
+    assert call["summary"]["mic"] is False and "Speaking" in call["status"], call["status"]
+    assert call["stats"]["remoteCandidate"] == "127.0.0.1" and call["stats"]["framesDecoded"] > 50
+    assert max(call["summary"]["openings"]) > 0.3, "the uploaded speech did not move the mouth"
+
+
 def test_server_error_shown_in_words(browser_call: dict) -> None:
     assert "no prepared avatar 'no-such-avatar'" in browser_call["error_text"]
-    assert not [c for c in browser_call["console"] if c.startswith("pageerror")], browser_call["console"]
+    errors = [line for line in browser_call["log"] + browser_call["presenter"]["log"] if line.startswith("pageerror")]
+    assert not errors, errors
