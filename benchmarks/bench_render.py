@@ -10,15 +10,13 @@ render of ``--seconds`` of speech measures the real-time factor end to end.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms
+from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms, write_result
 
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 
@@ -134,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = bench(args.frames, args.seconds, args.engine)
     print_table(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}", file=sys.stderr)
+    write_result(result, args.json)
     return 0
 
 

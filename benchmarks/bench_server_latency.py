@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms
+from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms, write_result
 
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 BURST_S, GAP_S = 0.8, 1.2
@@ -143,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = asyncio.run(run(args.seconds, args.engine))
     print_table(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}", file=sys.stderr)
+    write_result(result, args.json)
     return 0
 
 

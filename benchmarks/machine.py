@@ -34,3 +34,13 @@ def summarize_ms(samples_s: list[float] | Any) -> dict[str, float]:
     a = np.asarray(samples_s, np.float64) * 1000.0
     return {"n": int(a.size), "min_ms": float(a.min()), "p50_ms": float(np.percentile(a, 50)),
             "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
+
+
+def write_result(result: dict[str, Any], path: Path) -> None:
+    """Write a benchmark's JSON result and say where it went."""
+    import json
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)

@@ -59,7 +59,6 @@ def test_upper_face_untouched(features: dict) -> None:
     ref = features["ref"][0].numpy()
     v = features["lip_v"][0, 0].numpy()
     still = v < -0.7
-    s = ref.shape[-1]
     still[:4] = still[-4:] = True
     still[:, :4] = still[:, -4:] = True
     assert np.abs(out - ref)[:, :, still].max() < 1e-4
