@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 # On the project's build machines `pip install torch==2.13.0` takes a local CPU wheel; an
 # unpinned torch would pull gigabytes of CUDA packages.  Only the test/export install needs it.
 TORCH  ?= torch==2.13.0
-# Debian packages the tests use: TTS voices that make aligned test speech.
-TEST_DEBS := espeak-ng flite
+# Debian packages the tests use: TTS voices that make aligned test speech, and Chromium as a real
+# WebRTC client (driven by Playwright's Python API; never `playwright install`).
+TEST_DEBS := espeak-ng flite chromium
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 # Training voices (docs/model-card.md): flite + festival voices built from real recordings.

@@ -85,6 +85,7 @@ async function openMicrophone() {
   try {
     return await navigator.mediaDevices.getUserMedia({ audio, video: false });
   } catch (err) {
+    console.warn("getUserMedia failed:", err.name, err.message);
     throw new Error(micErrorText(err));
   }
 }
@@ -174,7 +175,11 @@ async function connect(thisCall) {
     if (thisCall.stopped) return;
     state.phase = pc.connectionState;
     const [text, kind] = describeConnection(pc.connectionState);
-    if (kind === "error") fail(text); else setStatus(text, kind);
+    if (pc.connectionState === "failed") {
+      teardown(thisCall).then(() => fail(text));  // the server drops a failed peer too
+    } else {
+      setStatus(text, kind);
+    }
   });
 
   if (thisCall.mic) {
