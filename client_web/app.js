@@ -36,8 +36,8 @@ function fail(message) {
 
 async function listMicrophones() {
   if (!navigator.mediaDevices?.enumerateDevices) return;
-  const chosen = ui.mic.value;
   const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  const chosen = ui.mic.value;  // read after the await: the user may have chosen meanwhile
   ui.mic.replaceChildren(new Option("Default microphone", "default"));
   devices.forEach((d, i) => {
     // Before permission is granted browsers hide ids and labels; the default entry covers that case.
