@@ -70,7 +70,7 @@ def _pair(a: list[float], b: list[float], max_gap: float = 0.5) -> list[float]:
     return out
 
 
-async def run(seconds: float, engine_name: str) -> dict:
+async def run(seconds: float, engine_name: str, max_lag_frames: int = 2) -> dict:
     from benchmarks.webrtc_client import connect, serving
     from engines.factory import create_engine
     from export.avatar import ensure_default_avatar
@@ -80,7 +80,7 @@ async def run(seconds: float, engine_name: str) -> dict:
     avatar = ensure_default_avatar()
     x0, y0, x1, y1 = (int(v) for v in avatar.mouth_boxes[0])
     mic, mic_onsets = burst_signal(seconds)
-    async with serving(engine) as (base, app), aiohttp.ClientSession() as http:
+    async with serving(engine, max_lag_frames=max_lag_frames) as (base, app), aiohttp.ClientSession() as http:
         client = await connect(base, http, mic=mic, mouth_box=(x0, y0, x1, y1))
         t_end = asyncio.get_running_loop().time() + seconds + 1.0
         while asyncio.get_running_loop().time() < t_end:
@@ -110,7 +110,7 @@ async def run(seconds: float, engine_name: str) -> dict:
         "benchmark": "server_latency", "machine": machine_info(), "engine": engine.name,
         "model": {"name": engine.manifest.name, "lookahead_s": engine.manifest.lookahead_s},
         "settings": {"seconds": seconds, "bursts": len(mic_onsets), "burst_s": BURST_S, "gap_s": GAP_S,
-                     "codec": "vp8", "transport": "aiortc client on 127.0.0.1, same process"},
+                     "codec": "vp8", "max_lag_frames": max_lag_frames, "transport": "aiortc client on 127.0.0.1, same process"},
         "audio_to_frame": summarize_ms(latencies) if latencies else None,
         "av_skew": {**summarize_ms(skews), "raw_ms": [round(1000 * s, 1) for s in skews]} if skews else None,
         "received_fps": (len(v_times) - 1) / span,
@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="mic duration (default: 20)")
     p.add_argument("--engine", default="auto")
+    p.add_argument("--max-lag-frames", type=int, default=2, choices=(1, 2, 3),
+                   help="the server's --max-lag-frames (default: 2, the server's default)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "server_latency.json")
     args = p.parse_args(argv)
-    result = asyncio.run(run(args.seconds, args.engine))
+    result = asyncio.run(run(args.seconds, args.engine, args.max_lag_frames))
     print_table(result)
     write_result(result, args.json)
     return 0

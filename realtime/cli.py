@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
     p.add_argument("--max-sessions", type=int, default=8, help="concurrent sessions before 503 (default: 8)")
     p.add_argument("--codec", default="vp8", choices=("vp8", "h264"), help="video codec (default: vp8)")
-    p.add_argument("--max-lag-frames", type=int, default=1, choices=(1, 2, 3),
-                   help="frames a session may fall behind before skipping ahead: 1 = lowest latency, "
-                        "2 = fewer repeated frames under network jitter (+~25 ms) (default: 1)")
+    p.add_argument("--max-lag-frames", type=int, default=2, choices=(1, 2, 3),
+                   help="frames a session may fall behind before skipping ahead: 2 = no repeated frames "
+                        "under normal mic jitter; 1 = ~10 ms lower latency but 7-16%% of frame slots repeat "
+                        "(default: 2; docs/benchmarks.md)")
     p.add_argument("--no-idle-motion", action="store_true",
                    help="keep a still-image avatar perfectly still in silence")
     p.add_argument("--stun", action="append", default=[], metavar="URL",
