@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.manifest import DEFAULT_MODEL_DIR, ModelManifest
+from engines.manifest import DEFAULT_MODEL_DIR, ModelArtifactError, ModelManifest
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class Engine(abc.ABC):
             if missing:
                 raise ValueError(f"avatar {avatar_id!r} lacks features {missing}: prepare it again "
                                  f"with `lipstream prepare` for model {self.manifest.name}")
+            crop = int(features["ref"].shape[-1]) if "ref" in features else self.manifest.crop_size
+            if crop != self.manifest.crop_size:
+                raise ModelArtifactError(
+                    f"avatar {avatar_id!r} was prepared with a {crop}px mouth crop, model "
+                    f"{self.manifest.name} renders {self.manifest.crop_size}px: prepare it again with "
+                    f"`lipstream prepare SOURCE --name {avatar_id} --crop-size {self.manifest.crop_size}`")
             n = {int(features[k].shape[0]) for k in self.manifest.feature_keys}
             if len(n) != 1:
                 raise ValueError(f"avatar {avatar_id!r} features disagree on frame count: {sorted(n)}")

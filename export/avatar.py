@@ -19,7 +19,6 @@ half-written avatar behind.  Torch-free: the server loads avatars without torch.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -314,30 +313,3 @@ def ensure_default_avatar(avatars_dir: Path | None = None) -> Avatar:
     except AvatarError:
         prepare_avatar(DEFAULT_SOURCE, DEFAULT_AVATAR, avatars_dir)
         return load_avatar(DEFAULT_AVATAR, avatars_dir)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m export.avatar SOURCE NAME``: prepare an avatar from the command line."""
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("source", type=Path)
-    ap.add_argument("name")
-    ap.add_argument("--avatars-dir", type=Path, default=None)
-    ap.add_argument("--crop-size", type=int, default=128)
-    ap.add_argument("--max-frames", type=int, default=250)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    def show(done: int, total: int) -> None:
-        if done == total or done % 25 == 0:
-            print(f"\r{done}/{total} frames", end="\n" if done == total else "", flush=True)
-
-    try:
-        dest = prepare_avatar(args.source, args.name, args.avatars_dir or default_avatars_dir(),
-                              crop_size=args.crop_size, progress=show, max_frames=args.max_frames)
-    except AvatarError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(dest)
-
-
-if __name__ == "__main__":
-    main()

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="avatar name to use with --avatar")
     p.add_argument("--avatars-dir", type=Path, default=None, help="where to store it (default: see render --help)")
     p.add_argument("--max-frames", type=int, default=250, help="video: frames to keep (default: 250 = 10 s)")
+    p.add_argument("--crop-size", type=int, default=128,
+                   help="side of the mouth crop, px; must equal the model's (the built-in model: 128)")
 
     p = sub.add_parser("export", help="export the generator to ONNX (+ manifest); needs the [export] extra",
                        description="Export audio net + renderer as one ONNX graph (opset 17, dynamic "
@@ -119,7 +121,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from realtime.progress import ProgressLine
 
     path = prepare_avatar(args.source, args.name, _avatars_dir(args.avatars_dir),
-                          max_frames=args.max_frames, progress=ProgressLine("preparing"))
+                          crop_size=args.crop_size, max_frames=args.max_frames, progress=ProgressLine("preparing"))
     print(f"prepared avatar {args.name!r} in {path}")
     return 0
 

@@ -95,3 +95,15 @@ def test_batch_rows_pick_their_avatar_frame(exported, avatar):
     silence = np.full((2, 1, 80, 16), -4, np.float32)
     res = eng.run(silence, np.array([a[0], bb[0]]), np.zeros(2, np.float32))
     assert res.crops[1].mean() < 0.75 * res.crops[0].mean()
+
+
+def test_avatar_with_another_crop_size_is_refused_with_the_fix(exported, avatar):
+    from engines.manifest import ModelArtifactError
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    out, manifest = exported
+    eng = OnnxRuntimeEngine(out)
+    big = {k: (np.zeros(v.shape[:-2] + (256, 256), np.float32) if v.ndim >= 3 and v.shape[-1] == manifest.crop_size else v)
+           for k, v in avatar.features.items()}
+    with pytest.raises(ModelArtifactError, match="--crop-size 128"):
+        eng.add_avatar("big", big)
