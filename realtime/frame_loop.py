@@ -71,7 +71,7 @@ class _Rendered:
 
 class FrameLoop:
     def __init__(self, engine: Engine, clock: MediaClock, metrics: ServerMetrics | None = None, *,
-                 max_batch: int = 32, max_lag: int = 1) -> None:
+                 max_batch: int = 32, max_lag: int = 2) -> None:
         self.engine = engine
         self.clock = clock
         self.metrics = metrics
@@ -172,11 +172,10 @@ class FrameLoop:
             ready = session.front.frames_ready()
             nxt = self.scheduler.next_frame(key)
             if ready - nxt > self.max_lag:
-                self.scheduler.remove(key)
-                self.scheduler.add(key, session.front, session.rows, first_frame=ready - 1)
-                session.stats.frames_skipped += ready - 1 - nxt
+                skipped = self.scheduler.skip_to(key, ready - 1)
+                session.stats.frames_skipped += skipped
                 if self.metrics:
-                    self.metrics.frames_skipped.inc(ready - 1 - nxt)
+                    self.metrics.frames_skipped.inc(skipped)
 
     # -- the worker -------------------------------------------------------------------------
     def _render(self, batch: Batch, renderers: dict[str, AvatarRenderer], t: float) -> list[_Rendered]:

@@ -71,6 +71,13 @@ class FrameScheduler:
     def next_frame(self, session_id: str) -> int:
         return self._sessions[session_id].next_frame
 
+    def skip_to(self, session_id: str, frame: int) -> int:
+        """Make ``frame`` the session's next planned frame; returns how many frames were skipped."""
+        s = self._sessions[session_id]
+        skipped = max(0, frame - s.next_frame)
+        s.next_frame = max(s.next_frame, frame)
+        return skipped
+
     def plan(self, max_per_session: int = 1) -> Batch | None:
         """Take up to ``max_per_session`` ready frames from each session, at most ``max_batch`` in all."""
         ids: list[str] = []

@@ -81,3 +81,12 @@ def test_windows_match_the_offline_mel():
     b = s.plan(max_per_session=64)
     offline = frame_windows(melspectrogram(wav), b.frames, 25, 0.04)
     assert np.abs(b.mel - offline).max() <= 1e-4
+
+
+def test_skip_to_jumps_ahead_and_never_back():
+    s = FrameScheduler(max_batch=64)
+    front = _front(1.0)
+    s.add("a", front, np.array([0]))
+    assert s.skip_to("a", 10) == 10 and s.next_frame("a") == 10
+    assert s.skip_to("a", 4) == 0 and s.next_frame("a") == 10
+    assert s.plan(max_per_session=1).frames[0] == 10
