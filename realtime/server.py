@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
@@ -278,7 +279,8 @@ async def offer(request: web.Request) -> web.Response:
         pc = None  # owned by the session now
         log.info("session %s: %s mode, avatar %r", sid, "mic" if session.has_mic else "presenter", avatar_name)
         desc = session.pc.localDescription
-        return web.json_response({"sdp": desc.sdp, "type": desc.type, "session_id": sid})
+        return web.json_response({"sdp": desc.sdp, "type": desc.type, "session_id": sid,
+                                  "mouth_box": session.mouth_box})
     finally:
         st.pending -= 1
         if pc is not None:
@@ -305,7 +307,14 @@ def _new_session(st: _State, sid: str, avatar: Avatar, rows) -> Session:  # noqa
     audio = DelayedAudioTrack(clock, st.loop.grid)
     m = st.engine.manifest
     return Session(sid, avatar.name, rows, clock, video, audio, fps=m.fps, lookahead_s=m.lookahead_s,
-                   max_queue_s=st.config.max_speech_s)
+                   max_queue_s=st.config.max_speech_s, mouth_box=_union_box(avatar.mouth_boxes))
+
+
+def _union_box(boxes: np.ndarray) -> tuple[int, int, int, int]:
+    """One box (x0, y0, x1, y1, video pixels) holding the mouth in every avatar frame: what a
+    client (or the glass-to-glass benchmark) watches to see the lips move."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    return (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()))
 
 
 def _cancel_timer(handle: asyncio.TimerHandle):  # noqa: ANN202

@@ -74,8 +74,9 @@ class Session:
     def __init__(self, session_id: str, avatar_name: str, rows: np.ndarray, clock: MediaClock,
                  video: AvatarVideoTrack, audio: DelayedAudioTrack, *, fps: float, lookahead_s: float,
                  late_s: float = 0.1, max_debt_s: float = 0.3, max_queue_s: float = 300.0,
-                 history_s: float = 4.0) -> None:
+                 history_s: float = 4.0, mouth_box: tuple[int, int, int, int] | None = None) -> None:
         self.id = session_id
+        self.mouth_box = mouth_box
         self.avatar_name = avatar_name
         self.rows = rows
         self.clock = clock
@@ -245,6 +246,7 @@ class Session:
         """What ``GET /api/sessions/{id}`` shows (debugging and tests)."""
         return {
             "session_id": self.id, "avatar": self.avatar_name, "mic": self.has_mic,
+            "mouth_box": list(self.mouth_box) if self.mouth_box else None,
             "frames_sent": self.video.frames_sent, "frames_repeated": self.video.frames_repeated,
             "frames_rendered": self.stats.frames_rendered, "frames_skipped": self.stats.frames_skipped,
             "timeline_s": self.fed / SAMPLE_RATE, "queued_s": self.queued_s,
