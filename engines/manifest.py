@@ -39,6 +39,8 @@ class ModelManifest:
     features_version: int  # avatar features layout the renderer expects
     inputs: dict[str, list[Any]] = field(default_factory=dict)  # name -> shape (str = dynamic)
     outputs: dict[str, list[Any]] = field(default_factory=dict)
+    # The PyTorch form for the torch engine: {"builder": "module:function", "weights": file, "sha256"}
+    torch: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # training info, scores, ...
 
     def to_json(self) -> str:

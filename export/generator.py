@@ -9,6 +9,7 @@ the mouth shut in non-speech noise the net was never trained on.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -41,3 +42,11 @@ class Generator(nn.Module):
         feats = {k: torch.index_select(t, 0, rows) for k, t in zip(self.feature_keys, tables)}
         crops = self.renderer(params, **feats)
         return crops, params
+
+
+def load_generator(weights: Path | str) -> Generator:
+    """The generator for an audio-net checkpoint, in eval mode: the ``manifest.torch`` builder the
+    torch engine calls (the renderer has no weights; it is fixed geometry)."""
+    from export.audio_net import load_default
+
+    return Generator(load_default(path=Path(weights)), MouthRenderer()).eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 MODEL_NAME = "lipstream-deform"
 MODEL_VERSION = "0.1.0"
+TORCH_WEIGHTS = "audio_net.pt"  # the PyTorch form, for the torch engine (manifest.torch)
 
 
 def _example_inputs(features: dict[str, np.ndarray], keys: tuple[str, ...], batch: int = 2):
@@ -98,6 +100,9 @@ def export_generator(out_dir: Path, *, fp16: bool = False, weights: Path | None 
         log.info("wrote %s (%d GridSample nodes, bilinear)", path, n_gs)
         hashes[precision] = sha256_file(path)
 
+    torch_weights = out_dir / TORCH_WEIGHTS
+    if weights.resolve() != torch_weights.resolve():
+        shutil.copyfile(weights, torch_weights)
     manifest = ModelManifest(
         name=MODEL_NAME, version=MODEL_VERSION, onnx=variants, onnx_sha256=hashes, opset=OPSET,
         fps=25.0, lookahead_s=float(meta.get("lookahead_s", 0.04)), window=(80, WINDOW),
@@ -106,6 +111,8 @@ def export_generator(out_dir: Path, *, fp16: bool = False, weights: Path | None 
         inputs={"mel": ["batch", 1, 80, WINDOW], "rows": ["batch"], "gate": ["batch"],
                 **{k: ["avatar_rows", *features[k].shape[1:]] for k in keys}},
         outputs={"crops": ["batch", 3, crop_size, crop_size], "params": ["batch", len(PARAM_NAMES)]},
+        torch={"builder": "export.generator:load_generator", "weights": TORCH_WEIGHTS,
+               "sha256": sha256_file(torch_weights)},
         extra={"audio_net": {k: v for k, v in meta.items() if isinstance(v, (str, int, float, dict, list))}},
     )
     manifest.save(out_dir)

@@ -16,11 +16,11 @@ _LATENCY_BUCKETS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0)
 
 
 class ServerMetrics:
-    def __init__(self, engine_name: str, model_name: str) -> None:
+    def __init__(self, engine_name: str, model_name: str, precision: str = "fp32") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         Info("lipstream_engine", "Inference backend serving this process", registry=r).info(
-            {"engine": engine_name, "model": model_name})
+            {"engine": engine_name, "model": model_name, "precision": precision})
         self.sessions = Gauge("lipstream_sessions", "Live sessions", registry=r)
         self.sessions_total = Counter("lipstream_sessions_created", "Sessions created", registry=r)
         self.frames_sent = Counter("lipstream_frames_sent", "Video frames handed to the encoder", registry=r)

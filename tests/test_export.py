@@ -52,6 +52,9 @@ def test_manifest_records_convention(exported):
     assert loaded.params == ("open", "width", "closure")
     assert loaded.onnx_sha256["fp32"] == sha256_file(out / loaded.onnx["fp32"])
     assert json.loads((out / "manifest.json").read_text())["opset"] == 17
+    # the PyTorch form the torch engine loads travels with the artifact
+    assert loaded.torch["builder"] == "export.generator:load_generator"
+    assert loaded.torch["sha256"] == sha256_file(out / loaded.torch["weights"])
 
 
 def test_torch_onnxruntime_parity(exported, avatar):
