@@ -15,8 +15,12 @@ log = logging.getLogger("lipstream")
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
                    help="model artifact directory (manifest.json + ONNX); default: the built-in model")
-    p.add_argument("--engine", default="auto", choices=("auto", "onnxruntime"),
-                   help="inference backend; auto picks the fastest available (default: auto)")
+    from engines.factory import BACKENDS  # torch-free
+
+    p.add_argument("--engine", default="auto", choices=BACKENDS,
+                   help="inference backend: tensorrt (a plan built by `lipstream build-engine`), torch "
+                        "(FP16 + CUDA graphs on a GPU, FP32 on CPU), onnxruntime (CPU); auto picks the "
+                        "fastest one this machine can run and logs which (default: auto)")
 
 
 def _add_avatar_args(p: argparse.ArgumentParser) -> None:
@@ -61,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_arguments(p)
 
+    p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX (needs TensorRT + GPU)",
+                       description="Build an FP16/FP32 TensorRT engine for this GPU from a model artifact's "
+                                   "ONNX and cache it, so `serve --engine tensorrt` (or auto) loads it "
+                                   "instead of building at start-up. Exits 3 if TensorRT or a GPU is missing.")
+    from export.trt_build import add_build_engine_arguments  # torch-free, TensorRT imported on use
+
+    add_build_engine_arguments(p)
+
     p = sub.add_parser("serve", help="serve the avatar over WebRTC (HTTP signalling, metrics)",
                        description="Stream the avatar live: POST /offer for a WebRTC session (send a mic "
                                    "track, or none and push speech to /api/sessions/ID/speak), "
@@ -73,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames a session may fall behind before skipping ahead: 2 = no repeated frames "
                         "under normal mic jitter; 1 = ~10 ms lower latency but 7-16%% of frame slots repeat "
                         "(default: 2; docs/benchmarks.md)")
+    p.add_argument("--scheduler", default="batched", choices=("batched", "naive"),
+                   help="batched = one 25 fps tick and one batched engine call for all sessions (default); "
+                        "naive = a timer and one engine call per session per frame on a thread pool, which "
+                        "exists only for benchmark comparison (benchmarks/bench_concurrency.py)")
     p.add_argument("--no-idle-motion", action="store_true",
                    help="keep a still-image avatar perfectly still in silence")
     p.add_argument("--stun", action="append", default=[], metavar="URL",
@@ -136,6 +152,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from export.trt_build import run
+
+    return run(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from realtime.server import ServerConfig, run_server
 
@@ -145,11 +167,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     run_server(ServerConfig(host=args.host, port=args.port, avatar=args.avatar, avatars_dir=args.avatars_dir,
                             engine=args.engine, model_dir=args.model, max_sessions=args.max_sessions,
                             codec=args.codec, idle_motion=not args.no_idle_motion,
-                            max_lag_frames=args.max_lag_frames, stun=tuple(args.stun)))
+                            max_lag_frames=args.max_lag_frames, stun=tuple(args.stun),
+                            scheduler=args.scheduler))
     return 0
 
 
-COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export, "serve": cmd_serve}
+COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export,
+            "build-engine": cmd_build_engine, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from realtime.compositor import Compositor, to_i420
 from realtime.idle_motion import IdleMotion
 from realtime.metrics import ServerMetrics
 from realtime.scheduler import Batch, FrameScheduler
-from realtime.session import Session
+from realtime.session import FrameTiming, Session
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class _Rendered:
     frame: int
     planes: np.ndarray
     params: np.ndarray
+    infer_s: float
+    composite_s: float
 
 
 class FrameLoop:
@@ -165,7 +167,7 @@ class FrameLoop:
         jobs = {k: self.renderers[self._by_key[k].avatar_name] for k in batch.session_ids}
         self._busy = True
         fut = asyncio.get_running_loop().run_in_executor(self._worker, self._render, batch, jobs, now - self.grid.origin)
-        fut.add_done_callback(self._on_rendered)
+        fut.add_done_callback(lambda f: self._on_rendered(f, now))
 
     def _skip_stale(self) -> None:
         for key, session in list(self._by_key.items()):
@@ -182,21 +184,23 @@ class FrameLoop:
         """Worker thread: engine + composite + I420 for every frame of the batch."""
         t0 = time.perf_counter()
         output = self.engine.run(batch.mel, batch.rows, batch.gate)
-        t1 = time.perf_counter()
-        out = [_Rendered(r.session_id, r.frame, renderers[r.session_id].frame(r.avatar_frame, r.crop, t),
-                         np.array(r.params))
-               for r in self.scheduler.complete(batch, output)]  # sessions gone meanwhile are skipped
+        infer = time.perf_counter() - t0
+        out = []
+        for r in self.scheduler.complete(batch, output):  # sessions gone meanwhile are skipped
+            t1 = time.perf_counter()
+            planes = renderers[r.session_id].frame(r.avatar_frame, r.crop, t)
+            out.append(_Rendered(r.session_id, r.frame, planes, np.array(r.params), infer, time.perf_counter() - t1))
         if self.metrics:
-            self.metrics.inference.observe(t1 - t0)
+            self.metrics.inference.observe(infer)
             self.metrics.batch_size.observe(len(batch))
-            per = (time.perf_counter() - t1) / max(1, len(out))
-            for _ in out:
-                self.metrics.composite.observe(per)
+            for r in out:
+                self.metrics.composite.observe(r.composite_s)
         return out
 
-    def _on_rendered(self, fut: asyncio.Future) -> None:
+    def _on_rendered(self, fut: asyncio.Future, planned_at: float) -> None:
         """Event loop: hand each frame to its session (unless it left or was interrupted meanwhile)."""
         self._busy = False
+        rendered_at = self.clock.now()
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -206,4 +210,5 @@ class FrameLoop:
         for r in fut.result():
             session = self._by_key.get(r.key)
             if session is not None and not session.closed:
-                session.on_frame(r.frame, r.planes, r.params)
+                session.on_frame(r.frame, r.planes, r.params,
+                                 FrameTiming(planned_at, r.infer_s, r.composite_s, rendered_at))

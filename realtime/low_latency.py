@@ -30,11 +30,13 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer
 
 __all__ = ["AUDIO_PREFETCH", "BitrateDamper", "DampedH264Encoder", "DampedVp8Encoder",
-           "ENCODE_OBSERVERS", "install", "installed", "uninstall"]
+           "ENCODE_OBSERVERS", "JITTER_OBSERVERS", "install", "installed", "uninstall"]
 
 AUDIO_PREFETCH = 1
 BITRATE_LADDER = (300_000, 500_000, 800_000, 1_200_000, 1_500_000)  # bps
 ENCODE_OBSERVERS: list[Callable[[float], None]] = []  # called with each video encode's seconds
+# called with each audio frame's jitter-buffer hold: its first packet's arrival -> its release
+JITTER_OBSERVERS: list[Callable[[float], None]] = []
 
 
 class BitrateDamper:
@@ -91,10 +93,32 @@ DampedVp8Encoder = _damped(Vp8Encoder)
 DampedH264Encoder = _damped(H264Encoder)
 
 
+class _TimedJitterBuffer(JitterBuffer):
+    """The audio jitter buffer, timing how long each frame waits in it (the first latency stage)."""
+
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
+        super().__init__(capacity, prefetch=prefetch, is_video=is_video)
+        self._arrived: dict[int, float] = {}  # RTP timestamp -> arrival of its first packet
+
+    def add(self, packet):  # noqa: ANN001, ANN201 - aiortc's signature
+        now = time.monotonic()
+        self._arrived.setdefault(packet.timestamp, now)
+        pli, frame = super().add(packet)
+        if frame is not None:
+            t = self._arrived.pop(frame.timestamp, None)
+            if t is not None:
+                for observe in JITTER_OBSERVERS:
+                    observe(now - t)
+            if len(self._arrived) > 64:  # lost/discarded frames never come out: forget them
+                for ts in sorted(self._arrived, key=self._arrived.__getitem__)[:-16]:
+                    del self._arrived[ts]
+        return pli, frame
+
+
 def _low_latency_jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
-    if not is_video:
-        prefetch = min(prefetch, AUDIO_PREFETCH)
-    return JitterBuffer(capacity, prefetch=prefetch, is_video=is_video)
+    if is_video:
+        return JitterBuffer(capacity, prefetch=prefetch, is_video=True)
+    return _TimedJitterBuffer(capacity, prefetch=min(prefetch, AUDIO_PREFETCH))
 
 
 def _damped_get_encoder(codec):  # noqa: ANN001, ANN202 - aiortc's signature

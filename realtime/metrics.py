@@ -40,6 +40,10 @@ class ServerMetrics:
                                    buckets=_MS_BUCKETS, registry=r)
         self.encode = Histogram("lipstream_encode_seconds", "Video encode, per frame (aiortc encoder)",
                                 buckets=_MS_BUCKETS, registry=r)
+        self.stage = Histogram(
+            "lipstream_latency_stage_seconds", "Audio-in -> frame-out by stage: jitter_buffer (per audio "
+            "frame), lookahead, tick_wait, inference, composite, worker_other, send_wait, encode",
+            ["stage"], buckets=sorted({*_MS_BUCKETS, 0.04, 0.06, 0.08}), registry=r)
         self.batch_size = Histogram("lipstream_batch_size", "Frames per engine call",
                                     buckets=(1, 2, 4, 8, 16, 32), registry=r)
 

@@ -23,7 +23,7 @@ import logging
 import re
 import signal
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,9 @@ class ServerConfig:
     connect_timeout_s: float = 30.0
     idle_motion: bool = True
     max_lag_frames: int = 2  # 2: ~no repeated frames under mic jitter; 1: ~10 ms less latency, 7-16 % repeats
+    # "batched": one 25 fps tick, one batched engine call for all sessions (FrameLoop); "naive": a
+    # timer and a batch-1 engine call per session (NaiveFrameLoop), only for benchmark comparison
+    scheduler: str = "batched"
     client_dir: Path = CLIENT_DIR
     stun: tuple[str, ...] = ()  # STUN URLs for clients beyond this machine; none by default
 
@@ -136,6 +139,8 @@ class _State:
     """Everything the handlers share: engine, frame loop, avatars, sessions, metrics."""
 
     def __init__(self, config: ServerConfig, engine: Engine | None, clock: MediaClock) -> None:
+        if config.scheduler not in ("batched", "naive"):
+            raise ValueError(f"unknown scheduler {config.scheduler!r} (batched or naive)")
         self.config = config
         self.engine = engine
         self.clock = clock
@@ -143,6 +148,8 @@ class _State:
         self.latencies: dict[str, deque[float]] = {}  # per session: recent audio-to-frame seconds
         # every session's audio-to-frame seconds, bounded: what benchmarks read for exact percentiles
         self.latency_samples: deque[float] = deque(maxlen=100_000)
+        # the same, split into stages (FrameMeta.stages, plus jitter buffer and encode per packet/frame)
+        self.stage_samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=100_000))
         self.avatars: dict[str, tuple[Avatar, object]] = {}
         self.pending = 0  # offers being negotiated: count against max_sessions
         self.metrics: ServerMetrics | None = None
@@ -156,9 +163,16 @@ class _State:
             from engines.factory import create_engine
 
             self.engine = await aio.run_in_executor(None, create_engine, self.config.engine, self.config.model_dir)
-        self.metrics = ServerMetrics(self.engine.name, self.engine.manifest.name)
-        low_latency.ENCODE_OBSERVERS.append(self.metrics.encode.observe)
-        self.loop = FrameLoop(self.engine, self.clock, self.metrics, max_lag=self.config.max_lag_frames)
+        self.metrics = ServerMetrics(self.engine.name, self.engine.manifest.name,
+                                     getattr(self.engine, "precision", "fp32"))
+        low_latency.ENCODE_OBSERVERS.append(self._observe_encode)
+        low_latency.JITTER_OBSERVERS.append(self._observe_jitter)
+        if self.config.scheduler == "naive":
+            from realtime.naive_loop import NaiveFrameLoop
+
+            self.loop = NaiveFrameLoop(self.engine, self.clock, self.metrics, max_lag=self.config.max_lag_frames)
+        else:
+            self.loop = FrameLoop(self.engine, self.clock, self.metrics, max_lag=self.config.max_lag_frames)
         await self.avatar(self.config.avatar)
         await aio.run_in_executor(None, self.engine.warmup, (1, 2))
         self.loop.start()
@@ -169,8 +183,23 @@ class _State:
                              return_exceptions=True)
         if self.loop is not None:
             await self.loop.stop()
-        if self.metrics is not None and self.metrics.encode.observe in low_latency.ENCODE_OBSERVERS:
-            low_latency.ENCODE_OBSERVERS.remove(self.metrics.encode.observe)
+        for observers, fn in ((low_latency.ENCODE_OBSERVERS, self._observe_encode),
+                              (low_latency.JITTER_OBSERVERS, self._observe_jitter)):
+            if fn in observers:
+                observers.remove(fn)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_samples[stage].append(seconds)
+        if self.metrics is not None:
+            self.metrics.stage.labels(stage).observe(seconds)
+
+    def _observe_encode(self, seconds: float) -> None:  # encoder thread: deque append and prometheus are thread-safe
+        self.observe_stage("encode", seconds)
+        if self.metrics is not None:
+            self.metrics.encode.observe(seconds)
+
+    def _observe_jitter(self, seconds: float) -> None:
+        self.observe_stage("jitter_buffer", seconds)
 
     async def avatar(self, name: str) -> tuple[Avatar, object]:
         """Load (once) and register an avatar; AvatarError if there is none by that name."""
@@ -297,7 +326,10 @@ def _new_session(st: _State, sid: str, avatar: Avatar, rows) -> Session:  # noqa
         if repeated:
             metrics.frames_dropped.inc()
         if meta is not None:
-            latency = max(0.0, clock.now() - meta.heard_at)
+            now = clock.now()
+            for stage, seconds in meta.stages(now).items():
+                st.observe_stage(stage, seconds)
+            latency = max(0.0, now - meta.heard_at)
             metrics.latency.observe(latency)
             recent.append(latency)
             st.latency_samples.append(latency)

@@ -32,15 +32,16 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from realtime.audio_frontend import AudioFrontEnd
 from realtime.audio_io import Resampler
 from realtime.clock import MediaClock
-from realtime.mel import SAMPLE_RATE
+from realtime.mel import HOP, N_FFT, SAMPLE_RATE
 from realtime.tracks import AvatarVideoTrack, DelayedAudioTrack
+from realtime.windows import window_end
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Session", "FrameMeta", "SpeechQueueFull"]
+__all__ = ["Session", "FrameMeta", "FrameTiming", "SpeechQueueFull"]
 
 SLOT = SAMPLE_RATE // 50  # 20 ms: the unit arrival times are kept in
 
@@ -50,12 +51,36 @@ class SpeechQueueFull(RuntimeError):
 
 
 @dataclass(frozen=True)
+class FrameTiming:
+    """What the frame loop measured for one frame (clock times and durations, seconds)."""
+
+    planned_at: float  # the tick that put the frame in a batch
+    infer_s: float  # the batch's engine call
+    composite_s: float  # this frame's composite + idle motion + I420
+    rendered_at: float  # back on the event loop, ready to send
+
+
+@dataclass(frozen=True)
 class FrameMeta:
-    """Travels with a rendered frame to the video track (for the latency metric)."""
+    """Travels with a rendered frame to the video track: the server's latency stages come from it."""
 
     session_id: str
     frame: int
     heard_at: float  # clock time the speech at this frame's instant reached the front-end
+    ready_at: float = 0.0  # ... and the last sample of its mel window (the lookahead) did
+    timing: FrameTiming | None = None
+
+    def stages(self, sent_at: float) -> dict[str, float]:
+        """Audio-in -> frame-out split into consecutive stages (seconds; they sum to the total)."""
+        if self.timing is None:
+            return {}
+        t = self.timing
+        ready = min(max(self.ready_at, self.heard_at), t.planned_at)
+        worker = t.rendered_at - t.planned_at
+        return {"lookahead": ready - self.heard_at, "tick_wait": t.planned_at - ready,
+                "inference": t.infer_s, "composite": t.composite_s,
+                "worker_other": max(0.0, worker - t.infer_s - t.composite_s),
+                "send_wait": sent_at - t.rendered_at}
 
 
 @dataclass
@@ -179,7 +204,16 @@ class Session:
         return float(self._heard[(frame * self.spf // SLOT) % self._heard.size])
 
     # -- rendered frames --------------------------------------------------------------------
-    def on_frame(self, frame: int, planes: np.ndarray, params: np.ndarray) -> None:
+    def ready_at(self, frame: int) -> float:
+        """When the last sample of frame ``frame``'s mel window entered the front-end."""
+        # mel frame j is complete once j * HOP + N_FFT / 2 samples are in (centred STFT)
+        last = (window_end(frame, self.fps, self.front.lookahead_s) - 1) * HOP + N_FFT // 2 - 1
+        if last >= self.fed:
+            return self.clock.now()
+        return float(self._heard[(last // SLOT) % self._heard.size])
+
+    def on_frame(self, frame: int, planes: np.ndarray, params: np.ndarray,
+                 timing: FrameTiming | None = None) -> None:
         """A rendered frame is ready: send its speech (and any skipped frames' speech) and the frame."""
         # speech of frames skipped since the last one goes out too, but never more than
         # ``max_catchup`` frames' worth: older audio (e.g. before the peer connected) would only
@@ -188,7 +222,7 @@ class Session:
         if frame + 1 > first:
             self.audio.deliver(self.audio_of_frames(first, frame + 1))
             self.delivered = (frame + 1) * self.spf
-        self.video.deliver(planes, FrameMeta(self.id, frame, self.heard_at(frame)))
+        self.video.deliver(planes, FrameMeta(self.id, frame, self.heard_at(frame), self.ready_at(frame), timing))
         self.stats.frames_rendered += 1
         opening = float(params[0]) * (1.0 - float(params[2])) if params.size >= 3 else float(params[0])
         self.stats.openings.append(opening)

@@ -118,6 +118,14 @@ def test_metrics_and_latency(call: dict) -> None:
     count = values["lipstream_audio_to_frame_seconds_count"]
     mean = values["lipstream_audio_to_frame_seconds_sum"] / count
     assert count > 100 and 0.02 < mean < 0.2, mean  # lookahead + mel context + tick wait + render
+    # the same latency by stage, from the server's own timestamps
+    for stage in ("jitter_buffer", "lookahead", "tick_wait", "inference", "composite", "worker_other",
+                  "send_wait", "encode"):
+        assert values[f'lipstream_latency_stage_seconds_count{{stage="{stage}"}}'] > 50, stage
+    n = values['lipstream_latency_stage_seconds_count{stage="lookahead"}']
+    lookahead = values['lipstream_latency_stage_seconds_sum{stage="lookahead"}'] / n
+    # the model's 40 ms lookahead + the mel's 12.5 ms right context, give or take a 20 ms packet
+    assert 0.03 < lookahead < 0.09, lookahead
 
 
 def test_server_audio_jitter_buffer_is_low_latency(call: dict) -> None:

@@ -11,7 +11,7 @@ import pytest
 from realtime.clock import ManualClock, TickGrid, wait_event_until
 from realtime.idle_motion import IdleMotion
 from realtime.low_latency import BitrateDamper, DampedVp8Encoder, install, installed
-from realtime.session import Session
+from realtime.session import FrameMeta, FrameTiming, Session
 from realtime.tracks import AUDIO_CHUNK, AvatarVideoTrack, DelayedAudioTrack
 
 
@@ -235,3 +235,15 @@ def test_a_slow_inference_never_delays_the_tick() -> None:
         await loop.stop()
 
     asyncio.run(go())
+
+
+def test_frame_stages_add_up_to_the_latency() -> None:
+    """Each stage starts where the previous ended, so a dashboard's stacked bars equal the total."""
+    meta = FrameMeta("s", 7, heard_at=10.0, ready_at=10.055,
+                     timing=FrameTiming(planned_at=10.08, infer_s=0.004, composite_s=0.001, rendered_at=10.0075 + 0.08))
+    stages = meta.stages(sent_at=10.12)
+    assert stages["lookahead"] == pytest.approx(0.055) and stages["tick_wait"] == pytest.approx(0.025)
+    assert sum(stages.values()) == pytest.approx(0.12)
+    # a window completed "after" its tick (clock granularity) is clamped, never negative
+    late = FrameMeta("s", 7, 10.0, 10.2, FrameTiming(10.08, 0.004, 0.001, 10.09)).stages(10.1)
+    assert min(late.values()) >= 0 and sum(late.values()) == pytest.approx(0.1)
