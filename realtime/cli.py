@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_build_engine_arguments(p)
 
+    sub.add_parser("bench", add_help=False, help="run the benchmark suite (`lipstream bench --help`); "
+                   "needs the [bench] extra")
+
     p = sub.add_parser("serve", help="serve the avatar over WebRTC (HTTP signalling, metrics)",
                        description="Stream the avatar live: POST /offer for a WebRTC session (send a mic "
                                    "track, or none and push speech to /api/sessions/ID/speak), "
@@ -152,6 +155,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from benchmarks.suite import main as suite_main
+    except ImportError as exc:
+        print(f"error: the benchmarks need the [bench] extra ({exc.name} is missing): "
+              "pip install 'lipstream[bench]'", file=sys.stderr)
+        return 2
+    return suite_main(argv)
+
+
 def cmd_build_engine(args: argparse.Namespace) -> int:
     from export.trt_build import run
 
@@ -177,6 +191,9 @@ COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export,
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser: the suite forwards options to each benchmark
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

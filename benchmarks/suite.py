@@ -1,0 +1,201 @@
+"""``lipstream bench``: every benchmark in one command, one JSON + PNG each, and a summary.
+
+    lipstream bench --quick            # stages, engine, server latency, glass-to-glass,
+                                       # concurrency (batched vs naive), cold start: < 10 min on 2 cores
+    lipstream bench                    # the same, longer runs and N up to 16
+    lipstream bench --long             # + the 10-minute soak (A/V skew drift, RSS growth)
+    lipstream bench --only glass,cold  # a subset
+
+Each part is its own script in ``benchmarks/`` (run it alone for its options) and writes
+``<part>.json`` and ``<part>.png`` into ``--out``; the suite adds ``summary.json`` and
+``summary.md`` (the headline figures against the project's targets, with the machine and the
+command), which is what ``docs/benchmarks.md`` quotes.  A part that cannot run here (no Chromium,
+say) is reported as skipped with the reason, and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.machine import RESULTS_DIR, machine_info
+
+TARGETS = {"glass_p50_ms": 200.0, "av_skew_abs_ms": 40.0, "sessions_at_25fps": 8}
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    module: str
+    quick: list[str]
+    full: list[str]
+    about: str
+
+
+def _secs(x: float) -> str:
+    return f"{x:g}"
+
+
+def parts(scale: float) -> list[Part]:
+    """The suite's parts and their arguments; ``scale`` shrinks every duration (smoke tests)."""
+    s = lambda x: _secs(max(x * scale, 1.0))  # noqa: E731
+    frames = str(max(int(500 * scale), 50))
+    return [
+        Part("stages", "benchmarks.bench_render", ["--frames", frames, "--seconds", s(10)],
+             ["--frames", "1000", "--seconds", "30"], "per-frame cost of every stage, render speed"),
+        Part("engine", "benchmarks.bench_engine", ["--seconds", _secs(max(0.3 * scale, 0.05))],
+             ["--seconds", "2"], "frames/s and call latency per backend, precision and batch size"),
+        Part("server_latency", "benchmarks.bench_server_latency", ["--seconds", s(12)], ["--seconds", "30"],
+             "server audio-in -> frame-out by stage, A/V skew at an aiortc client"),
+        Part("glass", "benchmarks.bench_glass", ["--seconds", s(16)], ["--seconds", "40"],
+             "glass-to-glass in headless Chromium: mic onset -> lips moving on screen"),
+        Part("concurrency", "benchmarks.bench_concurrency",
+             ["--sessions", "1,2,4,8" if scale >= 0.5 else "1,2", "--seconds", s(6)],
+             ["--sessions", "1,2,4,8,16", "--seconds", "15"],
+             "N sessions from separate client processes, batched vs naive scheduler"),
+        Part("cold_start", "benchmarks.bench_cold_start", ["--repeats", "3" if scale >= 0.5 else "1"],
+             ["--repeats", "5"], "POST /offer -> first decoded frame, warm server and a fresh avatar"),
+    ]
+
+
+SOAK = Part("soak", "benchmarks.bench_server_latency", ["--seconds", "600"], ["--seconds", "600"],
+            "one session for 10 minutes: A/V skew drift, RSS growth")
+
+
+def run_part(part: Part, args: list[str], out: Path) -> dict[str, Any]:
+    """Run one part's ``main`` in this process; returns its status (its figures are in its JSON)."""
+    import importlib
+
+    json_path = out / f"{part.name}.json"
+    argv = [*args, "--json", str(json_path), "--plot", str(out / f"{part.name}.png")]
+    t0 = time.perf_counter()
+    print(f"\n=== {part.name}: {part.about}\n    python -m {part.module} {' '.join(argv)}", flush=True)
+    try:
+        main: Callable[[list[str]], int] = importlib.import_module(part.module).main
+        rc = main(argv)
+    except SystemExit as exc:  # argparse or a part's own exit
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001 - one part failing must not lose the others' figures
+        traceback.print_exc()
+        rc, why = 1, f"{exc.__class__.__name__}: {exc}"
+    else:
+        why = ""
+    status = {"part": part.name, "command": f"python -m {part.module} {' '.join(argv)}",
+              "seconds": round(time.perf_counter() - t0, 1), "rc": rc}
+    if rc == 0 and json_path.is_file():
+        status["json"] = str(json_path)
+    else:
+        status["skipped"] = why or f"exit code {rc} (see its output above)"
+    return status
+
+
+def headline(out: Path) -> dict[str, Any]:
+    """The figures the project reports, read back from each part's JSON (None where absent)."""
+    def load(name: str) -> dict:
+        p = out / f"{name}.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def get(d: Any, *keys: str) -> Any:
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return d
+
+    st, sl, gl, cc, cs = (load(n) for n in ("stages", "server_latency", "glass", "concurrency", "cold_start"))
+    return {
+        "render_speed_x": get(st, "render", "speed_x_realtime"),
+        "engine_batch1_p50_ms": get(st, "stages", "engine_batch1", "p50_ms"),
+        "server_latency_p50_ms": get(sl, "audio_to_frame", "p50_ms"),
+        "server_latency_p99_ms": get(sl, "audio_to_frame", "p99_ms"),
+        "server_stages_p50_ms": {k: v["p50_ms"] for k, v in (get(sl, "stages") or {}).items()},
+        "glass_p50_ms": get(gl, "glass_to_glass", "p50_ms"),
+        "glass_p95_ms": get(gl, "glass_to_glass", "p95_ms"),
+        "glass_av_skew_p50_ms": get(gl, "av_skew", "p50_ms"),
+        "glass_fps": get(gl, "fps"),
+        "sessions_at_25fps": get(cc, "max_sessions"),
+        "cold_start_warm_p50_ms": get(cs, "warm", "first_frame", "p50_ms"),
+        "cold_start_fresh_avatar_p50_ms": get(cs, "fresh_avatar", "first_frame", "p50_ms"),
+    }
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    h, m = summary["headline"], summary["machine"]
+
+    def fmt(v: Any, unit: str = " ms") -> str:
+        return "—" if v is None else (f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}")
+
+    sessions = h["sessions_at_25fps"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['date']}.  ",
+        f"Command: `{summary['command']}` ({summary['seconds']:.0f} s).",
+        "",
+        "| figure | measured | target |",
+        "|---|---:|---:|",
+        f"| glass-to-glass in Chromium, p50 / p95 | {fmt(h['glass_p50_ms'])} / {fmt(h['glass_p95_ms'])} "
+        f"| p50 ≤ {TARGETS['glass_p50_ms']:.0f} ms |",
+        f"| A/V skew in Chromium (returned audio − lips), p50 | {fmt(h['glass_av_skew_p50_ms'])} "
+        f"| ≤ {TARGETS['av_skew_abs_ms']:.0f} ms |",
+        f"| server audio-in → frame-out, p50 / p99 | {fmt(h['server_latency_p50_ms'])} / "
+        f"{fmt(h['server_latency_p99_ms'])} | |",
+        f"| sessions held at ≥ 24.5 fps, p99 interval ≤ 60 ms (batched / naive) | "
+        f"{_sessions(sessions)} | ≥ {TARGETS['sessions_at_25fps']} |",
+        f"| cold start, POST /offer → first frame (warm / fresh avatar), p50 | "
+        f"{fmt(h['cold_start_warm_p50_ms'])} / {fmt(h['cold_start_fresh_avatar_p50_ms'])} | |",
+        f"| offline render speed | {fmt(h['render_speed_x'], 'x')} real time | |",
+    ]
+    if h["server_stages_p50_ms"]:
+        lines += ["", "Server latency by stage, p50 ms: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in h["server_stages_p50_ms"].items())]
+    skipped = [p for p in summary["parts"] if "skipped" in p]
+    if skipped:
+        lines += [""] + [f"- skipped {p['part']}: {p['skipped']}" for p in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _sessions(v: Any) -> str:
+    if isinstance(v, dict):
+        return " / ".join(str(v.get(k, "—")) for k in ("batched", "naive"))
+    return "—" if v is None else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="lipstream bench", description="Run the benchmark suite: each part prints a table and writes "
+        "JSON + PNG; a summary compares the headline figures with the targets.",
+        epilog="Parts: stages, engine, server_latency, glass, concurrency, cold_start (and soak with --long). "
+               "Run a part alone with `python -m benchmarks.bench_<part> --help` for its options.")
+    p.add_argument("--quick", action="store_true", help="short runs, N up to 8 (under 10 minutes on 2 cores)")
+    p.add_argument("--long", action="store_true", help="also the 10-minute soak (A/V skew drift, RSS growth)")
+    p.add_argument("--only", default="", help="comma list of parts to run (default: all)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"where results go (default: {RESULTS_DIR})")
+    p.add_argument("--duration-scale", type=float, default=1.0,
+                   help="multiply --quick durations (e.g. 0.25 for a smoke test; figures then mean little)")
+    args = p.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    chosen = parts(args.duration_scale) + ([SOAK] if args.long or "soak" in names else [])
+    unknown = set(names) - {pt.name for pt in chosen}
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(pt.name for pt in chosen)}, soak")
+    if names:
+        chosen = [pt for pt in chosen if pt.name in names]
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    statuses = [run_part(pt, pt.quick if args.quick else pt.full, args.out) for pt in chosen]
+    summary = {"benchmark": "suite", "machine": machine_info(), "python": platform.python_version(),
+               "command": "lipstream bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "mode": "quick" if args.quick else "full", "seconds": time.perf_counter() - t0,
+               "parts": statuses, "headline": headline(args.out), "targets": TARGETS}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    md = summary_markdown(summary)
+    (args.out / "summary.md").write_text(md)
+    print("\n" + md)
+    print(f"wrote {args.out / 'summary.json'} and summary.md", file=sys.stderr)
+    return 0 if all("json" in s for s in statuses) else 1
