@@ -84,6 +84,10 @@ class Engine(abc.ABC):
         ``gate`` (B,) float32 voice activity in [0, 1] (0 closes the mouth).
         """
 
+    def warmup_batches(self, max_batch: int) -> tuple[int, ...]:
+        """Batch sizes to run once at start-up so no session pays for a first-call setup."""
+        return (1, 2)
+
     def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         if not self._tables:
             return

@@ -34,6 +34,11 @@ def padded_size(n: int, sizes: tuple[int, ...] = STEP_SIZES) -> int:
     return n
 
 
+def sizes_upto(max_batch: int) -> tuple[int, ...]:
+    """The step sizes a server needs for up to ``max_batch`` items: what it captures at start-up."""
+    return tuple(s for s in STEP_SIZES if s <= padded_size(max_batch))
+
+
 class CudaStep:
     def __init__(self, torch: Any, device: Any, size: int, window: tuple[int, int], *,
                  mel_dtype: Any, gate_dtype: Any, rows_dtype: Any = None, launch: Launch, stream: Any, graph: bool = True) -> None:

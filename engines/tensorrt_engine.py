@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine, EngineOutput
-from engines.cuda_step import CudaStep, padded_size
+from engines.cuda_step import CudaStep, padded_size, sizes_upto
 from engines.manifest import DEFAULT_MODEL_DIR, ModelArtifactError, ModelManifest
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,10 @@ class TensorRTEngine(Engine):
 
         launch.context = ctx  # keep it alive as long as the step
         return launch
+
+    def warmup_batches(self, max_batch: int) -> tuple[int, ...]:
+        """Every padded step size up to ``max_batch``: each is a CUDA graph capture (~0.1-1 s)."""
+        return sizes_upto(max_batch)
 
     def run(self, mel: np.ndarray, rows: np.ndarray, gate: np.ndarray) -> EngineOutput:
         n = int(mel.shape[0])

@@ -174,7 +174,7 @@ class _State:
         else:
             self.loop = FrameLoop(self.engine, self.clock, self.metrics, max_lag=self.config.max_lag_frames)
         await self.avatar(self.config.avatar)
-        await aio.run_in_executor(None, self.engine.warmup, (1, 2))
+        await aio.run_in_executor(None, self.engine.warmup, self.engine.warmup_batches(self.config.max_sessions))
         self.loop.start()
         log.info("serving avatar %r with engine %s", self.config.avatar, self.engine.name)
 
