@@ -25,8 +25,12 @@ Onsets are found in Python (``bench_server_latency._onsets``: a rise above a thr
 * **glass to glass** = lip onset (first presented frame whose dark share crosses 10 % of its
   range) - mic onset (the mic level crossing 10 % of its range);
 * **A/V skew** = returned-audio onset - lip onset (positive: sound after lips);
-* for reference: mic -> returned audio, mic -> the lip-onset frame's rVFC ``receiveTime`` (its
-  last packet in), the server's own audio-in -> frame-out, and frame received -> shown.
+* where the time goes: mic -> the burst reaching the server's front-end (the benchmark wraps the
+  session's ``on_mic_audio`` in-process and maps ``time.monotonic`` onto the page clock: both
+  are CLOCK_MONOTONIC, the offset is bracketed by Playwright round trips, +- ~1 ms); front-end ->
+  the lip-onset frame's rVFC ``receiveTime`` (its last packet in Chromium; includes the model's
+  lookahead and the frames the mouth takes to open visibly); frame received -> shown; the
+  server's own audio-in -> frame-out; and mic -> returned-audio onset.
 
 Also fps (presented frames from rVFC ``presentedFrames``), freezes (no new frame for more than 3
 frame intervals) and Chromium's inbound-rtp ``getStats`` over the window (jitter buffer, decode
@@ -341,6 +345,9 @@ def analyse(page: dict, t0: float, t1: float) -> dict[str, Any]:
         t, v, info = tap_series(page["taps"].get(name, []))
         if t.size:
             series[f"{name}_tap"], clocks[f"{name}_tap"] = (t, v), info
+    if page.get("server_mic"):
+        series["server_mic"] = (np.concatenate([np.full(len(r), t) for t, r in page["server_mic"]]),
+                                np.concatenate([np.asarray(r, np.float64) for _, r in page["server_mic"]]))
     frames = frame_table(page["frames"])
     have_tap = "mic_tap" in series and "ret_tap" in series
     mic_key, ret_key = ("mic_tap", "ret_tap") if have_tap else ("mic_webaudio", "ret_webaudio")
@@ -368,8 +375,8 @@ def analyse(page: dict, t0: float, t1: float) -> dict[str, Any]:
         b["lip_ms"] = None if lip is None else lip - t0
         # when the onset frame's last packet reached Chromium: splits the latency into
         # mic -> server -> network (before) and jitter buffer + decode + compositor (after)
-        rx = None if lip is None else frames["receive"][np.flatnonzero(frames["expected_display"] == lip)]
-        b["lip_received_ms"] = None if rx is None or not rx.size or np.isnan(rx[0]) else float(rx[0]) - t0
+        rx = None if lip is None else frames["receive"][np.argmin(np.abs(frames["expected_display"] - lip))]
+        b["lip_received_ms"] = None if rx is None or np.isnan(rx) else float(rx) - t0
         b["ret_ms"] = None if ret is None else ret - t0
         b["mic_webaudio_ms"] = None if m_wa is None else m_wa - t0
         b["ret_webaudio_ms"] = None if r_wa is None else r_wa - t0
@@ -377,6 +384,11 @@ def analyse(page: dict, t0: float, t1: float) -> dict[str, Any]:
         b["av_skew_ms"] = None if lip is None or ret is None else ret - lip
         b["mic_to_ret_ms"] = None if ret is None else ret - m
         b["mic_to_lip_received_ms"] = None if b["lip_received_ms"] is None else b["lip_received_ms"] + t0 - m
+        heard = first_after(m, onsets.get("server_mic", []))  # the burst reaching the server's front-end
+        b["server_heard_ms"] = None if heard is None else heard - t0
+        b["mic_to_server_ms"] = None if heard is None else heard - m
+        b["server_to_lip_received_ms"] = (None if heard is None or b["lip_received_ms"] is None
+                                          else b["lip_received_ms"] + t0 - heard)
         b["glass_to_glass_webaudio_ms"] = None if lip is None or m_wa is None else lip - m_wa
         b["av_skew_webaudio_ms"] = None if lip is None or r_wa is None else r_wa - lip
         bursts.append({k: (None if v is None else round(v, 2)) for k, v in b.items()})
@@ -406,6 +418,8 @@ def analyse(page: dict, t0: float, t1: float) -> dict[str, Any]:
         "av_skew_webaudio": _stat_summary(column("av_skew_webaudio_ms")),
         "mic_to_returned_audio": _stat_summary(column("mic_to_ret_ms")),
         "mic_to_lip_frame_received": _stat_summary(column("mic_to_lip_received_ms")),
+        "mic_to_server": _stat_summary(column("mic_to_server_ms")),
+        "server_to_lip_frame_received": _stat_summary(column("server_to_lip_received_ms")),
         "receive_to_display": _stat_summary(list(receive_to_display / 1000)),
         "fps": fps, "freezes": freezes, "bursts": bursts,
         "bursts_heard": len(bursts), "bursts_measured": sum(b["glass_to_glass_ms"] is not None for b in bursts),
@@ -440,6 +454,44 @@ async def _wait(page, expression: str, timeout_s: float, what: str) -> None:  # 
         await page.wait_for_function(expression, timeout=timeout_s * 1000, polling=100)
     except PlaywrightTimeout:
         raise BenchError(f"{what} (waited {timeout_s:.0f} s)") from None
+
+
+def hook_server_mic(session, sink: list) -> None:  # noqa: ANN001 - realtime.session.Session
+    """Record when the server's session hears mic audio: (time.monotonic() ms, [RMS per 2.5 ms]).
+
+    A run-time wrap of this one session object's ``on_mic_audio`` (the point where decoded,
+    16 kHz mic audio enters the front-end); nothing else changes.  With the page clock mapped
+    onto ``time.monotonic`` it splits glass to glass into browser -> server and server -> browser.
+    """
+    import time
+
+    original = session.on_mic_audio
+
+    def on_mic_audio(samples16k: np.ndarray) -> None:
+        n = samples16k.size // 40
+        rms = np.sqrt(np.mean(samples16k[:n * 40].reshape(n, 40).astype(np.float64) ** 2, axis=1)) if n else []
+        sink.append((time.monotonic() * 1000, [float(x) for x in rms]))
+        original(samples16k)
+
+    session.on_mic_audio = on_mic_audio
+
+
+async def page_clock_offset(page, tries: int = 7) -> dict[str, float]:  # noqa: ANN001 - playwright page
+    """``time.monotonic()`` minus the page's ``performance.now()``, in ms, bracketed by round trips.
+
+    Both read CLOCK_MONOTONIC on Linux (Chromium's TimeTicks), so the offset is a constant;
+    the tightest of ``tries`` round trips bounds it to +- half that round trip.
+    """
+    import time
+
+    best = None
+    for _ in range(tries):
+        before = time.monotonic() * 1000
+        page_now = await page.evaluate("performance.now()")
+        after = time.monotonic() * 1000
+        if best is None or after - before < best[1]:
+            best = ((before + after) / 2 - page_now, after - before)
+    return {"offset_ms": best[0], "uncertainty_ms": best[1] / 2}
 
 
 async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> dict:
@@ -481,6 +533,10 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
                 await _wait(page, "window.__glass.frames.filter(f => f[7] !== null).length >= 5", 10,
                             "no video frame with a mouth box was presented")
                 sid = await page.evaluate("window.lipstream.sessionId")
+                server_mic: list = []
+                if sid in app[K_STATE].sessions:
+                    hook_server_mic(app[K_STATE].sessions[sid], server_mic)
+                clock0 = await page_clock_offset(page)
                 await asyncio.sleep(SETTLE_S)
                 t0 = await page.evaluate("performance.now()")
                 stats0 = await page.evaluate("window.__glass.stats()")
@@ -494,6 +550,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
                 t1 = t0 + seconds * 1000
                 stats1 = await page.evaluate("window.__glass.stats()")
                 await asyncio.sleep(TAIL_S)
+                clock1 = await page_clock_offset(page)
                 data = await page.evaluate(f"window.__glass.collect({t0 - LEAD_S * 1000 - 500})")
                 async with aiohttp.ClientSession() as http, http.get(f"{base}/api/sessions/{sid}") as r:
                     session = await r.json()
@@ -514,6 +571,8 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
         raise BenchError(f"the page probe failed: {data['errors'][:3]}")
     if not data["mouthBox"]:
         raise BenchError("the offer answer carried no mouth_box: this server is too old for this benchmark")
+    offset = clock0 if clock0["uncertainty_ms"] <= clock1["uncertainty_ms"] else clock1
+    data["server_mic"] = [[t - offset["offset_ms"], rms] for t, rms in server_mic]
     a = analyse(data, t0, t1)
     if a["bursts_heard"] == 0:
         raise BenchError(f"no speech onset on the page's microphone track in {seconds:g} s "
@@ -539,6 +598,11 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
         "av_skew": a["av_skew"], "av_skew_webaudio": a["av_skew_webaudio"],
         "mic_to_returned_audio": a["mic_to_returned_audio"],
         "mic_to_lip_frame_received": a["mic_to_lip_frame_received"],
+        "mic_to_server": a["mic_to_server"],
+        "server_to_lip_frame_received": a["server_to_lip_frame_received"],
+        "page_clock": {"offset_ms_start": clock0["offset_ms"], "offset_ms_end": clock1["offset_ms"],
+                       "uncertainty_ms": offset["uncertainty_ms"],
+                       "note": "time.monotonic() - performance.now(); its change start -> end is the drift"},
         "server_audio_to_frame": _stat_summary(server_latencies) if server_latencies else None,
         "receive_to_display": {k: v for k, v in (a["receive_to_display"] or {}).items() if k != "raw_ms"} or None,
         "fps": {**a["fps"], "decoded": webrtc["video"]["decoded_fps"]}, "freezes": a["freezes"],
@@ -572,10 +636,11 @@ def print_table(result: dict) -> None:
           f"max {_ms(s, 'max_ms', True)}   (target |p50| <= {TARGET_SKEW_MS:.0f})")
     print(f"  via WebAudio only              glass to glass p50 {_ms(gw, 'p50_ms')} ms, A/V skew p50 "
           f"{_ms(sw, 'p50_ms', True)} ms")
-    m, srv = result["mic_to_returned_audio"], result["server_audio_to_frame"]
-    print(f"  mic -> returned audio p50 {_ms(m, 'p50_ms')} ms; mic -> lip frame received p50 "
-          f"{_ms(result['mic_to_lip_frame_received'], 'p50_ms')} ms, of which server audio-in -> frame-out p50 "
-          f"{_ms(srv, 'p50_ms')} ms; frame received -> shown p50 {_ms(result['receive_to_display'], 'p50_ms')} ms")
+    print(f"  where it goes (p50s): mic -> server front-end {_ms(result['mic_to_server'], 'p50_ms')} ms; "
+          f"-> lip frame received by Chromium {_ms(result['server_to_lip_frame_received'], 'p50_ms')} ms "
+          f"(server audio-in -> frame-out {_ms(result['server_audio_to_frame'], 'p50_ms')}); "
+          f"frame received -> shown {_ms(result['receive_to_display'], 'p50_ms')} ms")
+    print(f"  mic -> returned audio onset p50 {_ms(result['mic_to_returned_audio'], 'p50_ms')} ms")
     f, z = result["fps"], result["freezes"]
     decoded = f"{f['decoded']:.1f}" if f.get("decoded") else "–"
     print(f"  video: {f['presented']:.1f} fps presented ({decoded} decoded), {z['count']} freezes "
@@ -630,8 +695,11 @@ def plot(result: dict, path: Path) -> None:
                 ax.axvline(b["lip_ms"] / 1000, color="tab:red", lw=0.8, ls="--")
             if b["ret_ms"] is not None:
                 ax.axvline(b["ret_ms"] / 1000, color="tab:green", lw=0.8, ls=":")
-    ax_mic.set_title(f"glass to glass in Chromium: mic onset (blue), lip onset (red), returned-audio onset (green); "
-                     f"{result['settings']['codec']}, {result['machine']['date']}", fontsize=10)
+        if b.get("server_heard_ms") is not None:
+            ax_mic.axvline(b["server_heard_ms"] / 1000, color="tab:purple", lw=0.8, ls=":")
+    ax_mic.set_title(f"glass to glass in Chromium: mic onset (blue), heard by the server (purple), lip onset (red), "
+                     f"returned-audio onset (green); {result['settings']['codec']}, {result['machine']['date']}",
+                     fontsize=10)
     for ax in (ax_mic, ax_lip):
         plt.setp(ax.get_xticklabels(), visible=False)
 
