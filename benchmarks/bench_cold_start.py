@@ -240,7 +240,8 @@ def plot(result: dict, path: Path) -> None:
     st = result["server_start"]
     ax.set_title(f"lipstream cold start ({result['engine']}); server start -> /healthz p50 {st['p50_ms']:.0f} ms",
                  fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlim(0, 1.15 * max(ms["first_frame"] for _, ms in cases))
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -24,7 +24,9 @@ N *holds* when every session receives >= 24.5 fps with a p99 frame interval <= 6
 result for a scheduler is the largest N such that it and every smaller N tested hold.  The
 schedulers are run interleaved (N=1 batched, N=1 naive, N=2 batched, ...) so that drifting load
 on a shared machine hits both alike; a scheduler's sweep stops early once two N in a row miss
-the fps criterion (larger N would only be slower).
+the fps criterion (larger N would only be slower).  On a shared machine, a run that misses the
+criterion while unrelated processes used more than ``--retry-busy-pct`` (25 %) of a core is
+measured once more (the first attempt is kept in the JSON as ``discarded_attempt``).
 
 Biases, stated.  The clients run on the same machine as the server and compete with it for the
 same cores (on the 2-core build machine, N aiortc clients decoding 512x512 VP8 cost about as
@@ -374,8 +376,25 @@ def _ms(x: float | None) -> float | None:
 
 
 # -- the sweep ------------------------------------------------------------------------------
+async def _attempt(sched: str, n: int, seconds: float, warmup_s: float, codec: str, engine: str,
+                   log_dir: Path) -> dict:
+    try:
+        return await measure(sched, n, seconds, warmup_s=warmup_s, codec=codec, engine=engine, log_dir=log_dir)
+    except Exception as exc:  # a run that could not even stream fails the criterion
+        r = {"scheduler": sched, "n": n, "seconds": seconds, "holds": False, "fps_ok": False,
+             "error": f"{type(exc).__name__}: {exc}"[:3000], "summary": None, "sessions": []}
+        print(f"\n{sched} N={n} failed: {r['error']}", file=sys.stderr)
+        return r
+
+
+def _disturbed(r: dict, retry_busy_pct: float) -> bool:
+    """A miss while unrelated processes used more than ``retry_busy_pct`` % of a core: not the server's."""
+    s = r.get("summary")
+    return bool(retry_busy_pct > 0 and not r["holds"] and s and s["others_cpu_pct"] > retry_busy_pct)
+
+
 async def _sweep(sessions: list[int], seconds: float, schedulers: list[str], warmup_s: float, codec: str,
-                 engine: str, progress: bool) -> tuple[list[dict], dict[str, int | None]]:
+                 engine: str, progress: bool, retry_busy_pct: float) -> tuple[list[dict], dict[str, int | None]]:
     from realtime.progress import ProgressLine
 
     line = ProgressLine("concurrency", unit="runs") if progress else None
@@ -392,19 +411,19 @@ async def _sweep(sessions: list[int], seconds: float, schedulers: list[str], war
                 if line:
                     line.label = f"concurrency: {sched} N={n}"
                     line(done, total)
-                try:
-                    r = await measure(sched, n, seconds, warmup_s=warmup_s, codec=codec, engine=engine,
-                                      log_dir=Path(log_dir))
-                except Exception as exc:  # a run that could not even stream fails the criterion
-                    r = {"scheduler": sched, "n": n, "seconds": seconds, "holds": False, "fps_ok": False,
-                         "error": f"{type(exc).__name__}: {exc}"[:3000], "summary": None, "sessions": []}
-                    print(f"\n{sched} N={n} failed: {r['error']}", file=sys.stderr)
+                r = await _attempt(sched, n, seconds, warmup_s, codec, engine, Path(log_dir))
+                if _disturbed(r, retry_busy_pct):  # measure again, once; the first attempt is kept for the record
+                    first = {"others_cpu_pct": r["summary"]["others_cpu_pct"], "min_fps": r["summary"]["min_fps"],
+                             "max_p99_interval_ms": r["summary"]["max_p99_interval_ms"], "holds": r["holds"]}
+                    r = await _attempt(sched, n, seconds, warmup_s, codec, engine, Path(log_dir))
+                    r["discarded_attempt"] = first
                 runs.append(r)
                 done += 1
                 misses[sched] = 0 if r["fps_ok"] else misses[sched] + 1
-                if misses[sched] >= 2:
+                left = sum(1 for m in sessions if m > n)
+                if misses[sched] >= 2 and left:
                     stopped[sched] = n
-                    done += sum(1 for m in sessions if m > n)
+                    done += left
         if line:
             line.label = "concurrency"
             line(total, total)
@@ -443,12 +462,13 @@ def _summaries(runs: list[dict], sessions: list[int], schedulers: list[str], sto
 
 def run(sessions: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16), seconds: float = 10.0,
         schedulers: list[str] | tuple[str, ...] = SCHEDULERS, *, warmup_s: float = 2.0, codec: str = "vp8",
-        engine: str = "auto", progress: bool = True) -> dict:
+        engine: str = "auto", progress: bool = True, retry_busy_pct: float = 25.0) -> dict:
     """Sweep N for every scheduler (interleaved); returns the result document (see the module doc)."""
     sessions = sorted(set(int(n) for n in sessions))
     schedulers = list(schedulers)
     t0 = time.monotonic()
-    runs, stopped = asyncio.run(_sweep(sessions, seconds, schedulers, warmup_s, codec, engine, progress))
+    runs, stopped = asyncio.run(_sweep(sessions, seconds, schedulers, warmup_s, codec, engine, progress,
+                                       retry_busy_pct))
     engine_name, model = _engine_of(runs)
     result = {
         "benchmark": "concurrency", "machine": machine_info(), "engine": engine_name, "model": model,
@@ -458,6 +478,9 @@ def run(sessions: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16), seconds: float
             "engine_arg": engine,
             "criterion": {"min_fps_every_session": MIN_FPS, "max_p99_interval_ms": MAX_P99_INTERVAL_MS},
             "early_stop": "a scheduler's sweep stops after two N in a row miss the fps criterion",
+            "retry": (f"a run that misses the criterion while other processes (not server, clients or this "
+                      f"benchmark) used > {retry_busy_pct:g} % of a core is measured again once; the first "
+                      "attempt is kept as discarded_attempt" if retry_busy_pct > 0 else "none"),
             "order": "interleaved: for each N, every scheduler in turn; a fresh server process per run",
             "server": "python -m realtime.cli serve --host 127.0.0.1 --scheduler X --max-sessions 64",
             "clients": ("one aiortc client process per session (benchmarks/load_client.py) on the SAME "
@@ -550,6 +573,7 @@ def plot(result: dict, path: Path) -> None:
         axes[2].plot(ns, [r["summary"]["server_cpu_ms_per_frame_sent"] for r in mine], style, label=sched)
     axes[0].axhline(MIN_FPS, color="grey", lw=0.8)
     axes[1].axhline(MAX_P99_INTERVAL_MS, color="grey", lw=0.8)
+    axes[1].set_yscale("log")
     titles = ("received fps (min over sessions)", "p99 frame interval, ms (max over sessions)",
               "server CPU ms per frame sent")
     ns_all = sorted({r["n"] for r in result["runs"]})
@@ -609,12 +633,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="result file (default: benchmarks/results/concurrency.json)")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "concurrency.png",
                    help="plot file (default: benchmarks/results/concurrency.png)")
+    p.add_argument("--retry-busy-pct", type=float, default=25.0,
+                   help="measure a failed run again (once) when unrelated processes used more than this %% of "
+                        "a core during it, as on a shared machine (default: 25; 0 = never)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     args = p.parse_args(argv)
     if args.seconds <= 0:
         p.error("--seconds must be positive")
     result = run(args.sessions, args.seconds, args.scheduler, warmup_s=args.warmup, codec=args.codec,
-                 engine=args.engine, progress=not args.no_progress)
+                 engine=args.engine, progress=not args.no_progress, retry_busy_pct=args.retry_busy_pct)
     print_table(result)
     write_result(result, args.json)
     plot(result, args.plot)
