@@ -15,13 +15,12 @@ batch B over frames/s at batch 1).  Parity: crops against ONNX Runtime FP32 on t
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -146,11 +145,7 @@ def plot(r: dict, path: Path) -> None:
         a.legend(fontsize=8)
     m = r["machine"]
     fig.suptitle(m.get("gpu") or f"{m['cpu']} ({m['cores']} cores)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

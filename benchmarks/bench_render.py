@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
 
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 
@@ -145,7 +145,6 @@ def _vp8_encode_times(planes: np.ndarray, frames: int) -> list[float]:
 
 def plot(result: dict, path: Path) -> None:
     """Per-stage p50 with the p99 as a whisker, on a log axis (stages span 0.05 to 10 ms)."""
-    import sys
 
     import matplotlib
 
@@ -163,11 +162,7 @@ def plot(result: dict, path: Path) -> None:
            f"{result['machine']['cores']} cores)")
     ax.invert_yaxis()
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    save_figure(fig, path)
 
 
 def print_table(result: dict) -> None:

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
 
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 BURST_S, GAP_S = 0.8, 1.2
@@ -189,11 +188,7 @@ def plot(r: dict, path: Path) -> None:
         ax2.set_ylabel("RSS MiB")
     ax[2].set(title="over the run", xlabel="s", ylabel="skew ms")
     fig.suptitle(f"{r['engine']}, {r['settings']['seconds']:.0f} s, {r['machine']['cores']} cores")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    save_figure(fig, path)
 
 
 def print_table(r: dict) -> None:
