@@ -59,6 +59,7 @@ def test_concurrency_benchmark_runs(tmp_path: Path) -> None:
             assert s["fps"] > 0 and s["frames_received"] > 10 and s["frames_sent"] > 10
             assert s["p99_interval_ms"] > 0 and s["offer_to_first_frame_s"] > 0
         sm = run["summary"]
+        assert 0 < sm["min_fresh_fps"] <= sm["min_fps"] + 1.0
         assert sm["server_cpu_pct"] > 0 and sm["server_rss_mb"] > 50 and sm["server_cpu_ms_per_frame_sent"] > 0
         assert sm["audio_to_frame_ms"]["n"] > 0 and sm["audio_to_frame_ms"]["p50"] > 0
         assert sm["batch_size_mean"] >= 1.0
