@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_concurrency import engine_info, parse_metrics, server_process
-from benchmarks.machine import RESULTS_DIR, machine_info, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, write_result
 
 __all__ = ["main", "run", "print_table", "plot", "time_session"]
 
@@ -242,11 +242,7 @@ def plot(result: dict, path: Path) -> None:
                  fontsize=10)
     ax.set_xlim(0, 1.15 * max(ms["first_frame"] for _, ms in cases))
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

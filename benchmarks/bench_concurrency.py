@@ -58,7 +58,7 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_FPS = 24.5
@@ -598,11 +598,7 @@ def plot(result: dict, path: Path) -> None:
     m = result["machine"]
     fig.suptitle(f"lipstream concurrency: {m['cpu']} ({m['cores']} cores, clients on the same cores), "
                  f"{result['engine']}, {result['codec']}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    save_figure(fig, path)
 
 
 def _ints(text: str) -> list[int]:
