@@ -32,8 +32,9 @@ measured once more (the first attempt is kept in the JSON as ``discarded_attempt
 
 Biases, stated.  The clients run on the same machine as the server and compete with it for the
 same cores (on the 2-core build machine, N aiortc clients decoding 512x512 VP8 cost about as
-much CPU as the server): the sustainable N measured here is a floor for a server with the
-machine to itself.  Their CPU, and the whole machine's (other users' work included), is recorded
+much CPU as the server), so by default they do not decode: each times the complete encoded frames
+its receiver releases (``load_client --no-decode``; ``--decode`` restores decoding).  Even so the
+sustainable N measured here is a floor for a server with the machine to itself.  Their CPU, and the whole machine's (other users' work included), is recorded
 for every N.  The aiortc client's video receiver releases a frame only when the next frame's
 first packet arrives, which adds client-side jitter to the intervals.  Mic speech is real time,
 so the server's audio path (Opus decode, resampling, mel, VAD) is loaded as in service.
@@ -189,6 +190,9 @@ def _diff(a: dict[str, float], b: dict[str, float], key: str) -> float:
 
 
 # -- one configuration ----------------------------------------------------------------------
+CLIENT_ARGS: list[str] = ["--no-decode"]  # run() sets it from decode=
+
+
 class _ClientProc:
     """A load_client process and its line protocol."""
 
@@ -201,6 +205,7 @@ class _ClientProc:
         with open(log_path, "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "benchmarks.load_client", "--base", base, "--mic-seconds", f"{mic_seconds:.0f}",
+                *CLIENT_ARGS,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, cwd=REPO, env=_env())
         return cls(proc, log_path)
 
@@ -467,8 +472,9 @@ def _summaries(runs: list[dict], sessions: list[int], schedulers: list[str], sto
 
 def run(sessions: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16), seconds: float = 10.0,
         schedulers: list[str] | tuple[str, ...] = SCHEDULERS, *, warmup_s: float = 2.0, codec: str = "vp8",
-        engine: str = "auto", progress: bool = True, retry_busy_pct: float = 25.0) -> dict:
+        engine: str = "auto", progress: bool = True, retry_busy_pct: float = 25.0, decode: bool = False) -> dict:
     """Sweep N for every scheduler (interleaved); returns the result document (see the module doc)."""
+    CLIENT_ARGS[:] = [] if decode else ["--no-decode"]
     sessions = sorted(set(int(n) for n in sessions))
     schedulers = list(schedulers)
     t0 = time.monotonic()
@@ -491,6 +497,9 @@ def run(sessions: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16), seconds: float
             "clients": ("one aiortc client process per session (benchmarks/load_client.py) on the SAME "
                         "machine: clients compete with the server for the same cores (see clients_cpu_pct, "
                         "others_cpu_pct), so the sustainable N is a floor"),
+            "client_video": ("decoded (aiortc VP8 decoder)" if decode else
+                             "not decoded: complete encoded frames timed at release from the jitter buffer "
+                             "(load_client --no-decode), so clients take less of the server's cores"),
             "mic": "0.8 s speech bursts (realtime/samples/hello.wav) separated by 1.2 s of silence, real time",
             "cores": os.cpu_count(), "loadavg_at_end": list(os.getloadavg()),
             "wall_s": time.monotonic() - t0,
@@ -643,11 +652,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure a failed run again (once) when unrelated processes used more than this %% of "
                         "a core during it, as on a shared machine (default: 25; 0 = never)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--decode", action="store_true",
+                   help="clients decode the video as a browser would (default: they time complete encoded "
+                        "frames, leaving the cores to the server under test)")
     args = p.parse_args(argv)
     if args.seconds <= 0:
         p.error("--seconds must be positive")
     result = run(args.sessions, args.seconds, args.scheduler, warmup_s=args.warmup, codec=args.codec,
-                 engine=args.engine, progress=not args.no_progress, retry_busy_pct=args.retry_busy_pct)
+                 engine=args.engine, progress=not args.no_progress, retry_busy_pct=args.retry_busy_pct,
+                 decode=args.decode)
     print_table(result)
     write_result(result, args.json)
     plot(result, args.plot)

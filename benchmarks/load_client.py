@@ -14,8 +14,11 @@ measures.  A line protocol on stdin/stdout (one JSON object per stdout line) kee
     -> {"event": "result", "fps", "p99_interval_ms", ...}
     <- stop                                    close the peer connection and exit
 
-Frames are decoded (aiortc always decodes) but no pixels are kept: only receive times.  An error
-is reported as ``{"event": "error", "error": "..."}`` and the process exits non-zero.
+With ``--no-decode`` (what the concurrency benchmark uses by default) the client's video decoder
+is replaced by one that only passes each *complete encoded frame* on, timed when the receiver
+releases it: the server's work is unchanged, but N clients no longer spend the cores the server
+under test needs on decoding 512x512 VP8.  Without it, frames are decoded (no pixels are kept).
+An error is reported as ``{"event": "error", "error": "..."}`` and the process exits non-zero.
 """
 
 from __future__ import annotations
@@ -59,6 +62,35 @@ def window_stats(times: np.ndarray, ta: float, tb: float) -> dict:
             "max_interval_ms": float(iv.max())}
 
 
+class _NoDecode:
+    """A stand-in video decoder: one tiny frame per complete encoded frame, same timestamp."""
+
+    def __init__(self) -> None:
+        import fractions
+
+        import av
+
+        self._frame = av.VideoFrame(16, 16, "yuv420p")
+        self._time_base = fractions.Fraction(1, 90000)
+
+    def decode(self, encoded_frame) -> list:  # noqa: ANN001 - aiortc's JitterFrame
+        frame = self._frame
+        frame.pts = encoded_frame.timestamp
+        frame.time_base = self._time_base
+        return [frame]
+
+
+def skip_video_decoding() -> None:
+    """Make this process's aiortc receivers pass video frames on undecoded (audio is still decoded)."""
+    from aiortc import rtcrtpreceiver
+    from aiortc.codecs import get_decoder
+
+    def choose(codec):  # noqa: ANN001, ANN202
+        return _NoDecode() if codec.mimeType.lower().startswith("video/") else get_decoder(codec)
+
+    rtcrtpreceiver.get_decoder = choose
+
+
 async def _run(base: str, mic_seconds: float) -> int:
     import aiohttp
 
@@ -100,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", required=True, help="server URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--mic-seconds", type=float, default=120.0,
                    help="length of the speech-burst mic signal; silence after it (default: 120)")
+    p.add_argument("--no-decode", action="store_true",
+                   help="time complete encoded video frames instead of decoding them (saves client CPU)")
     args = p.parse_args(argv)
+    if args.no_decode:
+        skip_video_decoding()
     try:
         return asyncio.run(_run(args.base, args.mic_seconds))
     except Exception as exc:  # the parent reads this line; a traceback goes to stderr (its log)
