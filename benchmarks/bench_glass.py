@@ -1,6 +1,7 @@
 """Glass to glass in a real browser: speech into Chromium's microphone -> lips on its screen.
 
-    python -m benchmarks.bench_glass [--seconds 20] [--json PATH] [--plot PATH] [--engine auto]
+    python -m benchmarks.bench_glass [--seconds 20] [--warmup 20] [--json PATH] [--plot PATH]
+                                     [--engine auto] [--codec vp8|h264]
 
 An in-process server (the real app, engine and frame loop) on 127.0.0.1 and headless Debian
 Chromium driven by Playwright, running the real client page (``client_web/``, served at ``/``,
@@ -24,7 +25,9 @@ Onsets are found in Python (``bench_server_latency._onsets``: a rise above a thr
 
 * **glass to glass** = lip onset (first presented frame whose dark share crosses 10 % of its
   range) - mic onset (the mic level crossing 10 % of its range);
-* **A/V skew** = returned-audio onset - lip onset (positive: sound after lips);
+* **A/V skew** = returned-audio onset - lip onset (positive: sound after lips), as the remote
+  track hands audio out for playout, and "at the speaker": plus Chromium's own estimate of its
+  audio output path's delay (``media-playout`` stats, ``totalPlayoutDelay / totalSamplesCount``);
 * where the time goes: mic -> the burst reaching the server's front-end (the benchmark wraps the
   session's ``on_mic_audio`` in-process and maps ``time.monotonic`` onto the page clock: both
   are CLOCK_MONOTONIC, the offset is bracketed by Playwright round trips, +- ~1 ms); front-end ->
@@ -37,6 +40,11 @@ frame intervals) and Chromium's inbound-rtp ``getStats`` over the window (jitter
 time, key frames, drops, freezeCount).  The JSON keeps per-burst onsets, every frame's time and
 mouth reading, and the audio levels as the max per 10 ms bin.
 
+The window opens after ``--warmup`` seconds of call (default 20): Chromium's audio/video sync
+delays the video to match its audio playout delay and steps that up over the first ~20 s (the
+video jitter buffer's ``jitterBufferTargetDelay`` minus ``jitterBufferMinimumDelay``, reported
+as ``av_sync_delay_ms``), so the first seconds of a call show lower latency than a conversation.
+
 The headline uses the tap's capture timestamps for the mic and the tap's playout times for the
 returned audio; the WebAudio-only figures are reported too (``*_webaudio``).  Known biases:
 
@@ -47,8 +55,8 @@ returned audio; the WebAudio-only figures are reported too (``*_webaudio``).  Kn
   so ``glass_to_glass_webaudio`` reads that much low and the WebAudio A/V skew that much high.
 * Frame time is when the compositor was told to show the frame (``--disable-gpu``, headless: no
   real display); a monitor adds its scan-out.  Returned-audio time is when Chromium pulled it for
-  playout; an audio device adds its output buffer (Chromium's estimate, ``outputLatency``, is
-  recorded), which makes the true A/V skew larger by that much.
+  playout; the audio output path then adds its buffer, which ``av_skew_at_speaker`` adds back
+  from Chromium's estimate (headless: a fake output device, so the estimate is all there is).
 * A frame presented while the page's main thread was busy gets no rVFC callback (counted as
   ``missed_callbacks``); if that frame was the first open one, the lip onset reads a frame late.
 * Lip onset is quantised to presented frames (25 fps shown on a 60 Hz compositor: 33/50 ms
@@ -91,7 +99,11 @@ CHROMIUM_FLAGS = [
 ]
 FAKE_MIC_RATE = 48000  # 16-bit mono PCM; 48 kHz is Chromium's native capture rate
 FRAME_S = 1 / 25
-SETTLE_S = 1.0  # after the first frame, before measuring (jitter buffers, encoder ramp)
+# after the first frame, before measuring.  Chromium's audio/video sync delays the video to
+# match its audio playout delay, stepping it up over the first ~20 s of a call (measured: frame
+# received -> shown goes 20 -> ~95 ms, glass to glass ~230 -> ~310 ms); the default measures the
+# steady state a conversation sees; --warmup 0 measures a call's first seconds.
+WARMUP_S = 20.0
 TAIL_S = 1.0  # recorded after the window, so the last burst's lips and sound are in
 LEAD_S = 1.0  # recorded before the window, so the first onset has its quiet lead-in
 MATCH_S = 1.0  # a lip / returned-audio onset belongs to the mic onset before it within this
@@ -267,7 +279,11 @@ def _stat_summary(samples_s: list[float]) -> dict[str, Any] | None:
 
 
 def webrtc_summary(start: dict | None, end: dict | None) -> dict[str, Any]:
-    """Chromium's inbound-rtp figures over the measured window (end minus start snapshot)."""
+    """Chromium's WebRTC figures over the measured window (end minus start snapshot).
+
+    inbound-rtp video/audio (jitter buffer, decode, key frames, drops, freezes), the audio
+    output path's delay (``media-playout``) and the mic's outbound-rtp (Opus packet length).
+    """
     def delta(kind: str, key: str) -> float | None:
         e = (end or {}).get(kind) or {}
         s = (start or {}).get(kind) or {}
@@ -283,6 +299,8 @@ def webrtc_summary(start: dict | None, end: dict | None) -> dict[str, Any]:
         "jitter_buffer_ms": ratio("video", "jitterBufferDelay", "jitterBufferEmittedCount"),
         "decode_ms": ratio("video", "totalDecodeTime", "framesDecoded"),
         "processing_delay_ms": ratio("video", "totalProcessingDelay", "framesDecoded"),
+        "target_delay_ms": ratio("video", "jitterBufferTargetDelay", "jitterBufferEmittedCount"),
+        "minimum_delay_ms": ratio("video", "jitterBufferMinimumDelay", "jitterBufferEmittedCount"),
         "frames_decoded": delta("video", "framesDecoded"),
         "key_frames_decoded": delta("video", "keyFramesDecoded"),
         "frames_dropped": delta("video", "framesDropped"),
@@ -294,6 +312,7 @@ def webrtc_summary(start: dict | None, end: dict | None) -> dict[str, Any]:
         "jitter_buffer_ms": ratio("audio", "jitterBufferDelay", "jitterBufferEmittedCount"),
         "concealed_percent": ratio("audio", "concealedSamples", "totalSamplesReceived", 100.0),
         "packets_lost": delta("audio", "packetsLost"),
+        "playout_delay_ms": ratio("playout", "totalPlayoutDelay", "totalSamplesCount"),
     }, "mic_send": {
         "packets_sent": delta("audio_out", "packetsSent"),
         "target_bitrate": ((end or {}).get("audio_out") or {}).get("targetBitrate"),
@@ -307,6 +326,10 @@ def webrtc_summary(start: dict | None, end: dict | None) -> dict[str, Any]:
     out["video"]["since_call_start"] = {k: video_end.get(k) for k in ("framesDecoded", "keyFramesDecoded", "framesDropped",
                                                                      "freezeCount", "totalFreezesDuration", "pliCount")}
     out["window_s"] = span
+    v = out["video"]
+    # target - minimum: what external factors (Chromium's audio/video sync) add to the video delay
+    v["av_sync_delay_ms"] = (v["target_delay_ms"] - v["minimum_delay_ms"]
+                             if v["target_delay_ms"] is not None and v["minimum_delay_ms"] is not None else None)
     sent = out["mic_send"]["packets_sent"]
     out["mic_send"]["packet_ms"] = 1000 * span / sent if sent and span else None  # Opus frame length
     return out
@@ -494,8 +517,9 @@ async def page_clock_offset(page, tries: int = 7) -> dict[str, float]:  # noqa: 
     return {"offset_ms": best[0], "uncertainty_ms": best[1] / 2}
 
 
-async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> dict:
-    """Measure glass to glass for ``seconds`` in headless Chromium against an in-process server."""
+async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", warmup_s: float = WARMUP_S) -> dict:
+    """Measure glass to glass for ``seconds`` in headless Chromium against an in-process server,
+    after ``warmup_s`` of the call (see WARMUP_S)."""
     import aiohttp
     from playwright.async_api import async_playwright
 
@@ -510,7 +534,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
     with tempfile.TemporaryDirectory(prefix="lipstream-glass-") as tmp:
         wav = Path(tmp) / "fake_mic.wav"
         # the file starts when the page opens the mic: cover connecting + settling + window + tail
-        write_fake_mic(wav, seconds + SETTLE_S + TAIL_S + 6.0)
+        write_fake_mic(wav, seconds + warmup_s + TAIL_S + 6.0)
         flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
         async with serving(engine, codec=codec) as (base, app), async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
@@ -537,7 +561,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
                 if sid in app[K_STATE].sessions:
                     hook_server_mic(app[K_STATE].sessions[sid], server_mic)
                 clock0 = await page_clock_offset(page)
-                await asyncio.sleep(SETTLE_S)
+                await asyncio.sleep(max(warmup_s, 0.5))
                 t0 = await page.evaluate("performance.now()")
                 stats0 = await page.evaluate("window.__glass.stats()")
                 loop = asyncio.get_running_loop()
@@ -579,13 +603,17 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
                          "(Chromium's fake mic played silence, or --seconds is under one burst period of "
                          f"{BURST_S + GAP_S:g} s)")
     webrtc = webrtc_summary(stats0, stats1)
+    playout = webrtc["audio"]["playout_delay_ms"]
+    speaker = ([b["av_skew_ms"] / 1000 + playout / 1000 for b in a["bursts"] if b["av_skew_ms"] is not None]
+               if playout is not None else [])
     return {
         "benchmark": "glass_to_glass", "machine": machine_info(), "engine": engine.name,
         "model": {"name": engine.manifest.name, "lookahead_s": engine.manifest.lookahead_s},
-        "settings": {"seconds": seconds, "burst_s": BURST_S, "gap_s": GAP_S, "codec": codec,
+        "settings": {"seconds": seconds, "warmup_s": warmup_s, "burst_s": BURST_S, "gap_s": GAP_S, "codec": codec,
                      "max_lag_frames": max_lag, "browser": f"Chromium {browser_version}",
                      "chromium_flags": [*CHROMIUM_FLAGS, "--use-file-for-fake-audio-capture=<burst wav>",
-                                        "--user-data-dir=<fresh temp dir>"],
+                                        "--user-data-dir=<fresh temp dir>",
+                                        "(+ Playwright's own defaults, --mute-audio among them)"],
                      "fake_mic": f"16-bit mono PCM WAV, {FAKE_MIC_RATE} Hz",
                      "mic_constraints": data.get("micSettings"),
                      "frame_time": "requestVideoFrameCallback metadata.expectedDisplayTime",
@@ -596,6 +624,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8") -> 
                      "load_avg_1m": [round(load_before[0], 2), round(load_after[0], 2)]},
         "glass_to_glass": a["glass_to_glass"], "glass_to_glass_webaudio": a["glass_to_glass_webaudio"],
         "av_skew": a["av_skew"], "av_skew_webaudio": a["av_skew_webaudio"],
+        "av_skew_at_speaker": _stat_summary(speaker),
         "mic_to_returned_audio": a["mic_to_returned_audio"],
         "mic_to_lip_frame_received": a["mic_to_lip_frame_received"],
         "mic_to_server": a["mic_to_server"],
@@ -624,16 +653,23 @@ def _ms(summary: dict | None, key: str, signed: bool = False) -> str:
     return f"{summary[key]:+.0f}" if signed else f"{summary[key]:.0f}"
 
 
+def _num(x: float | None, fmt: str = ".1f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
 def print_table(result: dict) -> None:
     """The headline figures, one line each, with the targets they are held against."""
     g, s = result["glass_to_glass"], result["av_skew"]
     gw, sw = result["glass_to_glass_webaudio"], result["av_skew_webaudio"]
     print(f"\nglass to glass in Chromium ({result['settings']['codec']}, {result['engine']}, "
-          f"{result['bursts_measured']} of {result['bursts_heard']} bursts; mic clock: {result['settings']['mic_clock']})")
+          f"{result['bursts_measured']} of {result['bursts_heard']} bursts after {result['settings']['warmup_s']:g} s "
+          f"of call; mic clock: {result['settings']['mic_clock']})")
     print(f"  mic onset -> lips on screen    p50 {_ms(g, 'p50_ms')} ms   p95 {_ms(g, 'p95_ms')}   "
           f"min {_ms(g, 'min_ms')}   max {_ms(g, 'max_ms')}   (target p50 <= {TARGET_G2G_P50_MS:.0f})")
     print(f"  A/V skew (sound - lips)        p50 {_ms(s, 'p50_ms', True)} ms   min {_ms(s, 'min_ms', True)}   "
-          f"max {_ms(s, 'max_ms', True)}   (target |p50| <= {TARGET_SKEW_MS:.0f})")
+          f"max {_ms(s, 'max_ms', True)}   (target |p50| <= {TARGET_SKEW_MS:.0f}); at the speaker (+ Chromium's "
+          f"playout delay {_num(result['webrtc_stats']['audio']['playout_delay_ms'])} ms): "
+          f"p50 {_ms(result['av_skew_at_speaker'], 'p50_ms', True)} ms")
     print(f"  via WebAudio only              glass to glass p50 {_ms(gw, 'p50_ms')} ms, A/V skew p50 "
           f"{_ms(sw, 'p50_ms', True)} ms")
     print(f"  where it goes (p50s): mic -> server front-end {_ms(result['mic_to_server'], 'p50_ms')} ms; "
@@ -646,11 +682,9 @@ def print_table(result: dict) -> None:
     print(f"  video: {f['presented']:.1f} fps presented ({decoded} decoded), {z['count']} freezes "
           f"(> {z['threshold_ms']:.0f} ms; longest gap {z['longest_ms']:.0f} ms), {z['missed_callbacks']} rVFC callbacks missed")
     v, a = result["webrtc_stats"]["video"], result["webrtc_stats"]["audio"]
-
-    def num(x: float | None, fmt: str = ".1f") -> str:
-        return "–" if x is None else format(x, fmt)
-
-    print(f"  getStats video: jitter buffer {num(v['jitter_buffer_ms'])} ms, decode {num(v['decode_ms'], '.2f')} ms/frame, "
+    num = _num
+    print(f"  getStats video: jitter buffer {num(v['jitter_buffer_ms'])} ms (A/V sync adds {num(v['av_sync_delay_ms'])} "
+          f"to its target), decode {num(v['decode_ms'], '.2f')} ms/frame, "
           f"{num(v['key_frames_decoded'], '.0f')} key frames, {num(v['frames_dropped'], '.0f')} dropped, "
           f"freezeCount {num(v['freeze_count'], '.0f')} (window); since the call started: "
           f"{v['since_call_start']['keyFramesDecoded']} key frames, {v['since_call_start']['freezeCount']} freezes")
@@ -713,7 +747,10 @@ def plot(result: dict, path: Path) -> None:
     ax_g.set_xlabel("burst")
     ax_g.set_ylabel("glass to glass (ms)")
     ax_g.legend(loc="lower right", fontsize=8)
-    ax_s.plot(np.zeros(len(s)) + np.linspace(-0.1, 0.1, len(s)) if s else [], s, "o", color="tab:green")
+    ax_s.plot(np.linspace(-0.25, -0.05, len(s)) if s else [], s, "o", color="tab:green", label="at the track")
+    speaker = (result.get("av_skew_at_speaker") or {}).get("raw_ms") or []
+    ax_s.plot(np.linspace(0.05, 0.25, len(speaker)) if speaker else [], speaker, "o", mfc="none", color="tab:green",
+              label="at the speaker")
     ax_s.axhspan(-TARGET_SKEW_MS, TARGET_SKEW_MS, color="0.9", label=f"target +-{TARGET_SKEW_MS:.0f} ms")
     ax_s.axhline(0, color="k", lw=0.5)
     ax_s.set_xlim(-0.5, 0.5)
@@ -738,16 +775,19 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Method and known biases: see the module docstring (benchmarks/bench_glass.py).")
     p.add_argument("--seconds", type=float, default=20.0,
                    help="measured window in seconds (default: 20; one burst every %.0f s)" % (BURST_S + GAP_S))
+    p.add_argument("--warmup", type=float, default=WARMUP_S,
+                   help="seconds of call before the window opens (default: %(default)g: Chromium's audio/video "
+                        "sync settles by then; 0 measures a call's first seconds)")
     p.add_argument("--engine", default="auto", help="inference engine (default: auto)")
     p.add_argument("--codec", default="vp8", choices=("vp8", "h264"), help="video codec the server sends (default: vp8)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "glass.json", help="result JSON (default: %(default)s)")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "glass.png", help="timeline plot PNG (default: %(default)s)")
     args = p.parse_args(argv)
-    if args.seconds <= 0:
-        p.error("--seconds must be positive")
+    if args.seconds <= 0 or args.warmup < 0:
+        p.error("--seconds must be positive and --warmup not negative")
     try:
         check_requirements()
-        result = asyncio.run(run(args.seconds, args.engine, args.codec))
+        result = asyncio.run(run(args.seconds, args.engine, args.codec, args.warmup))
     except BenchError as exc:
         print(f"bench_glass: {exc}", file=sys.stderr)
         return 1

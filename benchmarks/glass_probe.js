@@ -196,6 +196,7 @@
     (await pc.getStats()).forEach((s) => {
       if (s.type === "inbound-rtp") out[s.kind || s.mediaType] = s;
       if (s.type === "outbound-rtp" && (s.kind || s.mediaType) === "audio") out.audio_out = s;
+      if (s.type === "media-playout") out.playout = s;  // the audio output path's own delay
     });
     return out;
   };
