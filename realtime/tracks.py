@@ -47,13 +47,19 @@ class AvatarVideoTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(self, clock: MediaClock, grid: TickGrid, placeholder: np.ndarray, *,
-                 wait_s: float = 0.035, on_sent: Callable[[object, bool], None] | None = None) -> None:
+                 wait_s: float = 0.035, lead_s: float = 0.03,
+                 on_sent: Callable[[object, bool], None] | None = None) -> None:
         super().__init__()
         self._clock = clock
         self._grid = grid
         self._fps = grid.fps
         self._pts_step = int(round(VIDEO_CLOCK / grid.fps))
         self._wait_s = wait_s
+        # A frame may go out as soon as it is delivered from ``lead_s`` before its slot on.  With
+        # a fixed slot the track could settle one slot out of phase with the frame loop (every
+        # frame delivered just after a slot waited ~35 ms for the next; seen as +32 ms send_wait
+        # and, since the receiver syncs A/V by send time, lips 40 ms later against the sound).
+        self._lead_s = lead_s
         self._on_sent = on_sent
         self._latest = placeholder  # (H * 3 / 2, W) uint8 I420 planes
         self._meta: object = None
@@ -80,7 +86,7 @@ class AvatarVideoTrack(MediaStreamTrack):
         # a slow consumer (encoder stall) skips slots rather than drifting behind real time
         self._k = max(self._k, math.floor((now - self._t0) * self._fps))
         slot = self._t0 + self._k / self._fps
-        await self._clock.sleep_until(slot)
+        await self._clock.sleep_until(slot - self._lead_s)
         fresh = await wait_event_until(self._clock, self._fresh, slot + self._wait_s)
         if self.readyState != "live":
             raise MediaStreamError

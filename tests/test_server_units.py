@@ -75,6 +75,30 @@ def test_video_track_paces_to_the_grid_and_repeats_when_starved() -> None:
     asyncio.run(go())
 
 
+def test_video_track_sends_a_waiting_frame_early_instead_of_a_slot_late() -> None:
+    """A frame delivered just after a slot goes out when it arrives, not ~40 ms later at the next
+    slot: otherwise the track can lock one slot behind the frame loop for the whole call."""
+    async def go() -> None:
+        clock = ManualClock(0.0)
+        grid = TickGrid(0.0, 25.0)
+        sent_at = []
+        track = AvatarVideoTrack(clock, grid, np.zeros((6, 4), np.uint8), wait_s=0.035, lead_s=0.03,
+                                 on_sent=lambda meta, rep: sent_at.append((meta, clock.now())))
+        track.deliver(np.zeros((6, 4), np.uint8), meta="f0")
+        await track.recv()  # slot 0.0
+        await clock.advance(0.005)
+        track.deliver(np.zeros((6, 4), np.uint8), meta="f1")  # for slot 0.04, 35 ms early
+        recv = asyncio.ensure_future(track.recv())
+        await clock.advance(0.004)  # 0.009: not yet within lead_s of the slot
+        assert not recv.done()
+        await clock.advance(0.002)  # 0.011 >= 0.04 - 0.03: the waiting frame goes
+        frame = await recv
+        assert sent_at[-1][0] == "f1" and sent_at[-1][1] == pytest.approx(0.01, abs=1.5e-3)
+        assert frame.pts == 3600  # still the slot's timestamp: pacing unchanged
+
+    asyncio.run(go())
+
+
 def test_audio_track_sends_delivered_speech_then_silence() -> None:
     async def go() -> None:
         clock = ManualClock(0.0)
