@@ -9,7 +9,9 @@ size: calls of that many mel windows spread over the default avatar's rows, time
 ``--seconds`` after a warm-up.  Reported: frames/s (batch / mean call time), p50/p99 per call,
 and the speed-up of one batched call over one call per frame ("batched vs unbatched": frames/s at
 batch B over frames/s at batch 1).  Parity: crops against ONNX Runtime FP32 on the same 16 windows
-(max and mean absolute difference, pixel values in [0, 1]).
+(max and mean absolute difference, pixel values in [0, 1]).  CPU ms per call (process time over
+the timed loop) shows thread pools that busy-wait; ``--gap-ms 35`` paces calls like the server's
+25 fps tick, which is where a backend's wake-up cost and spinning show.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _inputs(batch: int, n_rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return mel, rng.integers(0, n_rows, batch).astype(np.int64), np.ones(batch, np.float32)
 
 
-def bench(backends: list[str] | None, batches: tuple[int, ...], seconds: float) -> dict:
+def bench(backends: list[str] | None, batches: tuple[int, ...], seconds: float, gap_ms: float = 0.0) -> dict:
     from engines.factory import create_engine
     from engines.manifest import ModelArtifactError
     from export.avatar import ensure_default_avatar
@@ -82,13 +84,17 @@ def bench(backends: list[str] | None, batches: tuple[int, ...], seconds: float) 
                 engine.run(mel, rows, gate)
             calls: list[float] = []
             t_end = time.perf_counter() + seconds
+            cpu0 = time.process_time()
             while time.perf_counter() < t_end or len(calls) < 5:
                 t0 = time.perf_counter()
                 engine.run(mel, rows, gate)
                 calls.append(time.perf_counter() - t0)
+                if gap_ms:
+                    time.sleep(gap_ms / 1000)
+            cpu_ms = 1000 * (time.process_time() - cpu0) / len(calls)  # includes any busy-waiting in the gaps
             s = summarize_ms(calls)
             points.append({"batch": b, "calls": len(calls), "frames_per_s": b / float(np.mean(calls)),
-                           "call_ms": s, "per_frame_p50_ms": s["p50_ms"] / b})
+                           "call_ms": s, "per_frame_p50_ms": s["p50_ms"] / b, "cpu_ms_per_call": cpu_ms})
             done += 1
             progress(done, total)
         base = points[0]["frames_per_s"] if points and points[0]["batch"] == 1 else None
@@ -111,16 +117,18 @@ def bench(backends: list[str] | None, batches: tuple[int, ...], seconds: float) 
     except ImportError:
         pass
     return {"benchmark": "engine", "machine": info, "settings": {"batches": list(batches), "seconds_per_point": seconds,
+            "gap_ms": gap_ms,
             "avatar": avatar.name, "parity_windows": 16}, "runs": runs, "skipped": skipped}
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{'engine':<24}{'batch':>6}{'frames/s':>11}{'call p50 ms':>13}{'call p99 ms':>13}{'vs b=1':>8}")
+    print(f"\n{'engine':<24}{'batch':>6}{'frames/s':>11}{'call p50 ms':>13}{'call p99 ms':>13}{'CPU ms':>8}"
+          f"{'vs b=1':>8}")
     for run in r["runs"]:
         for p in run["points"]:
             sp = f"{p['speedup_vs_batch1']:.2f}x" if p["speedup_vs_batch1"] else "-"
             print(f"{run['label']:<24}{p['batch']:>6}{p['frames_per_s']:>11.0f}{p['call_ms']['p50_ms']:>13.2f}"
-                  f"{p['call_ms']['p99_ms']:>13.2f}{sp:>8}")
+                  f"{p['call_ms']['p99_ms']:>13.2f}{p['cpu_ms_per_call']:>8.1f}{sp:>8}")
         par = run["parity_vs_onnxruntime_fp32"]
         print(f"{'':<24}parity vs onnxruntime fp32: max {par['max_abs']:.2e}, mean {par['mean_abs']:.2e}")
     for label, why in r["skipped"].items():
@@ -153,11 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default="", help="comma list of onnxruntime,torch,tensorrt (default: all available)")
     p.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes (default: 1..64 in powers of 2)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per batch size (default: 1)")
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="sleep between calls, as a server does between ticks (e.g. 35): shows wake-up cost and "
+                        "busy-waiting in CPU ms/call (default: 0, back to back)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "engine.json")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
     wanted = [b for b in args.backends.split(",") if b] or None
-    result = bench(wanted, tuple(int(b) for b in args.batches.split(",")), args.seconds)
+    result = bench(wanted, tuple(int(b) for b in args.batches.split(",")), args.seconds, args.gap_ms)
     print_table(result)
     write_result(result, args.json)
     plot(result, args.plot or args.json.with_suffix(".png"))
