@@ -1,6 +1,6 @@
 """Per-frame cost of each offline stage on this machine, and the render speed factor.
 
-    python -m benchmarks.bench_render [--frames 500] [--seconds 30] [--json PATH]
+    python -m benchmarks.bench_render [--frames 500] [--seconds 30] [--json PATH] [--plot PATH]
 
 Stages are timed in isolation over >= 500 frames (mel streaming per 20 ms packet summed per
 frame, engine step at batch 1 and batch 2..32 (per frame), compositing, RGB->I420, VP8 encode
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=500, help="frames per stage (default: 500)")
     p.add_argument("--seconds", type=float, default=30.0, help="speech rendered end to end (default: 30)")
     p.add_argument("--engine", default="auto")
-    p.add_argument("--json", type=Path, default=RESULTS_DIR / "render.json", help="result file")
+    p.add_argument("--json", type=Path, default=RESULTS_DIR / "stages.json", help="result file")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
     result = bench(args.frames, args.seconds, args.engine)
