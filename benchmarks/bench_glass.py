@@ -85,7 +85,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_server_latency import BURST_S, GAP_S, _onsets, burst_signal
-from benchmarks.machine import RESULTS_DIR, machine_info, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROBE_JS = Path(__file__).resolve().with_name("glass_probe.js")
@@ -757,11 +757,7 @@ def plot(result: dict, path: Path) -> None:
     ax_s.set_xticks([])
     ax_s.set_ylabel("A/V skew, sound - lips (ms)")
     ax_s.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

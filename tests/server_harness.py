@@ -25,3 +25,28 @@ def flite_speech(text: str, out: Path) -> np.ndarray:
     subprocess.run(["flite", "-voice", "kal16", "-t", text, "-o", str(out)], check=True, capture_output=True,
                    timeout=60)
     return load_audio(out)
+
+
+async def speak_then_interrupt(http, api: str, wav: bytes) -> dict:  # noqa: ANN001 - aiohttp session
+    """Push speech to a presenter session, interrupt it mid-sentence; the session's summary before,
+    the interrupt's answer, the summary 200 ms after it and 1 s after it."""
+    import asyncio
+    import time
+
+    await asyncio.sleep(1.0)
+    async with http.post(f"{api}/speak", data=wav, headers={"Content-Type": "audio/wav"}) as r:
+        spoke = await r.json()
+        assert r.status == 200, spoke
+    await asyncio.sleep(1.8)
+    async with http.get(api) as r:
+        before = await r.json()
+    t_int = time.monotonic()
+    async with http.post(f"{api}/interrupt") as r:
+        interrupted = await r.json()
+    await asyncio.sleep(max(0.0, t_int + 0.2 - time.monotonic()))
+    async with http.get(api) as r:
+        at_200ms = await r.json()
+    await asyncio.sleep(0.8)
+    async with http.get(api) as r:
+        after = await r.json()
+    return {"spoke": spoke, "before": before, "interrupted": interrupted, "at_200ms": at_200ms, "after": after}

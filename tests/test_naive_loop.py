@@ -20,7 +20,7 @@ from realtime.clock import ManualClock
 from realtime.server import K_STATE
 from realtime.session import Session
 from realtime.tracks import AvatarVideoTrack, DelayedAudioTrack
-from server_harness import connect, flite_speech, serving
+from server_harness import connect, flite_speech, serving, speak_then_interrupt
 
 SPEECH = "Hello there. Why would a wide blue map be here? Oh, I am amazed, what a day."
 PRESENTER = "Good morning everyone. Today we will look at a wide open map of the whole bay area."
@@ -178,25 +178,10 @@ def call(engine, avatar, tmp_path_factory) -> dict:
                 # ... then a presenter call, interrupted while it speaks
                 presenter = await connect(base, http, keep_frames=False)
                 api = f"{base}/api/sessions/{presenter.session_id}"
-                await asyncio.sleep(1.0)
-                async with http.post(f"{api}/speak", data=(tmp / "presenter.wav").read_bytes(),
-                                     headers={"Content-Type": "audio/wav"}) as r:
-                    assert r.status == 200, await r.text()
-                await asyncio.sleep(1.8)
-                async with http.get(api) as r:
-                    before = await r.json()
-                t_int = time.monotonic()
-                async with http.post(f"{api}/interrupt") as r:
-                    interrupted = await r.json()
-                await asyncio.sleep(max(0.0, t_int + 0.2 - time.monotonic()))
-                async with http.get(api) as r:
-                    at_200ms = await r.json()
-                await asyncio.sleep(0.8)
-                async with http.get(api) as r:
-                    after = await r.json()
+                steps = await speak_then_interrupt(http, api, (tmp / "presenter.wav").read_bytes())
                 await presenter.close()
         return {"client": client, "summary": summary, "metrics": metrics, "health": health,
-                "before": before, "interrupted": interrupted, "at_200ms": at_200ms, "after": after,
+                **{k: steps[k] for k in ("before", "interrupted", "at_200ms", "after")},
                 "speech_s": speech.size / 16000}
 
     return asyncio.run(run())

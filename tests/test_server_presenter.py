@@ -8,13 +8,12 @@ interrupt) and on the decoded video (the mouth box stops moving).
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import numpy as np
 import pytest
 
-from server_harness import connect, flite_speech, serving
+from server_harness import connect, flite_speech, serving, speak_then_interrupt
 
 SPEECH = "Good morning everyone. Today we will look at a wide open map of the whole bay area."
 
@@ -39,23 +38,9 @@ def run(engine, tmp_path_factory) -> dict:
             async with aiohttp.ClientSession() as http:
                 client = await connect(base, http, mouth_box=box)
                 api = f"{base}/api/sessions/{client.session_id}"
-                await asyncio.sleep(1.0)
-                async with http.post(f"{api}/speak", data=wav.read_bytes(),
-                                     headers={"Content-Type": "audio/wav"}) as r:
-                    spoke = await r.json()
-                    assert r.status == 200, spoke
-                await asyncio.sleep(1.8)
-                async with http.get(api) as r:
-                    before = await r.json()
-                t_int = time.monotonic()
-                async with http.post(f"{api}/interrupt") as r:
-                    interrupted = await r.json()
-                await asyncio.sleep(max(0.0, t_int + 0.2 - time.monotonic()))
-                async with http.get(api) as r:
-                    at_200ms = await r.json()
-                await asyncio.sleep(0.8)
-                async with http.get(api) as r:
-                    after = await r.json()
+                steps = await speak_then_interrupt(http, api, wav.read_bytes())
+                spoke, before, interrupted = steps["spoke"], steps["before"], steps["interrupted"]
+                at_200ms, after = steps["at_200ms"], steps["after"]
                 async with http.delete(api) as r:
                     deleted = (r.status, await r.json())
                 async with http.get(api) as r:
