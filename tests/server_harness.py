@@ -29,7 +29,8 @@ def flite_speech(text: str, out: Path) -> np.ndarray:
 
 async def speak_then_interrupt(http, api: str, wav: bytes) -> dict:  # noqa: ANN001 - aiohttp session
     """Push speech to a presenter session, interrupt it mid-sentence; the session's summary before,
-    the interrupt's answer, the summary 200 ms after it and 1 s after it."""
+    the interrupt's answer, the summary 200 ms after it and 1 s after it, and when it was sent
+    (``t_int``, time.monotonic)."""
     import asyncio
     import time
 
@@ -49,4 +50,5 @@ async def speak_then_interrupt(http, api: str, wav: bytes) -> dict:  # noqa: ANN
     await asyncio.sleep(0.8)
     async with http.get(api) as r:
         after = await r.json()
-    return {"spoke": spoke, "before": before, "interrupted": interrupted, "at_200ms": at_200ms, "after": after}
+    return {"spoke": spoke, "before": before, "interrupted": interrupted, "at_200ms": at_200ms, "after": after,
+            "t_int": t_int}

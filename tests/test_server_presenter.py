@@ -40,7 +40,7 @@ def run(engine, tmp_path_factory) -> dict:
                 api = f"{base}/api/sessions/{client.session_id}"
                 steps = await speak_then_interrupt(http, api, wav.read_bytes())
                 spoke, before, interrupted = steps["spoke"], steps["before"], steps["interrupted"]
-                at_200ms, after = steps["at_200ms"], steps["after"]
+                at_200ms, after, t_int = steps["at_200ms"], steps["after"], steps["t_int"]
                 async with http.delete(api) as r:
                     deleted = (r.status, await r.json())
                 async with http.get(api) as r:
