@@ -111,7 +111,9 @@ def headline(out: Path) -> dict[str, Any]:
             d = d[k]
         return d
 
-    st, sl, gl, cc, cs = (load(n) for n in ("stages", "server_latency", "glass", "concurrency", "cold_start"))
+    st, sl, gl, cc, cs, sk = (load(n) for n in ("stages", "server_latency", "glass", "concurrency", "cold_start",
+                                                 "soak"))
+    rss = get(sk, "rss_mb")
     return {
         "render_speed_x": get(st, "render", "speed_x_realtime"),
         "engine_batch1_p50_ms": get(st, "stages", "engine_batch1", "p50_ms"),
@@ -126,6 +128,9 @@ def headline(out: Path) -> dict[str, Any]:
         "sessions_at_25fps": get(cc, "max_sessions"),
         "cold_start_warm_p50_ms": get(cs, "warm", "first_frame", "p50_ms"),
         "cold_start_fresh_avatar_p50_ms": get(cs, "fresh_avatar", "first_frame", "p50_ms"),
+        "soak_seconds": get(sk, "settings", "seconds"),
+        "soak_av_skew_drift_ms_per_min": get(sk, "av_skew", "drift_ms_per_min"),
+        "soak_rss_growth_mb": (rss["end"] - rss["start"]) if rss else None,
     }
 
 
@@ -154,6 +159,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{fmt(h['cold_start_warm_p50_ms'])} / {fmt(h['cold_start_fresh_avatar_p50_ms'])} | |",
         f"| offline render speed | {fmt(h['render_speed_x'], 'x')} real time | |",
     ]
+    if h["soak_seconds"]:
+        lines.append(f"| soak, {h['soak_seconds']:.0f} s: A/V skew drift, RSS growth | "
+                     f"{fmt(h['soak_av_skew_drift_ms_per_min'], ' ms/min')}, {fmt(h['soak_rss_growth_mb'], ' MiB')} | |")
     if h["server_stages_p50_ms"]:
         lines += ["", "Server latency by stage, p50 ms: " + ", ".join(
             f"{k} {v:.1f}" for k, v in h["server_stages_p50_ms"].items())]
