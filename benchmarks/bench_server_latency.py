@@ -61,6 +61,16 @@ def burst_signal(seconds: float) -> tuple[np.ndarray, list[float]]:
     return np.concatenate(out), onsets
 
 
+def dark_share(crop: np.ndarray) -> float:
+    """Mouth opening read off the pixels: the share of dark (cavity) pixels in the mouth box, which
+    the idle head motion of a still avatar does not change."""
+    return float((crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) < 70).mean())
+
+
+def pcm_rms(pcm: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((pcm.astype(np.float32) / 32768) ** 2)))
+
+
 def _onsets(times: np.ndarray, level: np.ndarray, threshold: float, quiet_s: float = 0.5) -> list[float]:
     """Times where ``level`` crosses ``threshold`` after at least ``quiet_s`` below it."""
     found, last_loud = [], -1e9
@@ -98,7 +108,10 @@ async def run(seconds: float, engine_name: str, max_lag_frames: int = 2) -> dict
     x0, y0, x1, y1 = (int(v) for v in avatar.mouth_boxes[0])
     mic, mic_onsets = burst_signal(seconds)
     async with serving(engine, max_lag_frames=max_lag_frames) as (base, app), aiohttp.ClientSession() as http:
-        client = await connect(base, http, mic=mic, mouth_box=(x0, y0, x1, y1))
+        # one value per frame and per audio packet, not the pixels: a 10-minute soak would otherwise
+        # keep gigabytes in this process and hide the server's own RSS
+        client = await connect(base, http, mic=mic, mouth_box=(x0, y0, x1, y1), video_stat=dark_share,
+                               audio_stat=pcm_rms)
         t_start = asyncio.get_running_loop().time()
         t_end = t_start + seconds + 1.0
         progress = ProgressLine("server latency", unit="s")
@@ -118,12 +131,9 @@ async def run(seconds: float, engine_name: str, max_lag_frames: int = 2) -> dict
         await client.close()
 
     v_times = np.array([t for t, _ in client.video])
-    # mouth opening read off the pixels: the share of dark (cavity) pixels in the mouth box, which
-    # the idle head motion of a still avatar does not change
-    opening = np.array([(c.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) < 70).mean()
-                        for _, c in client.video])
+    opening = np.array([v for _, v in client.video])
     a_times = np.array([t for t, _ in client.audio])
-    a_rms = np.array([np.sqrt(np.mean((s.astype(np.float32) / 32768) ** 2)) for _, s in client.audio])
+    a_rms = np.array([v for _, v in client.audio])
     lo, hi = np.percentile(opening, [10, 95])
     video_on = _onsets(v_times, opening, threshold=lo + 0.3 * max(hi - lo, 0.01))
     audio_on = _onsets(a_times, a_rms, threshold=0.3 * np.percentile(a_rms, 95))

@@ -12,6 +12,7 @@ import fractions
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import aiohttp
 import av
@@ -70,6 +71,9 @@ class Client:
     audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (recv time, mono int16)
     tasks: list[asyncio.Task] = field(default_factory=list)
     keep_frames: bool = True
+    # reduce what is kept per frame (long runs): the mouth crop -> one value, 16-bit PCM -> one value
+    video_stat: Callable[[np.ndarray], float] | None = None
+    audio_stat: Callable[[np.ndarray], float] | None = None
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -87,18 +91,21 @@ async def _consume(client: Client, track) -> None:  # noqa: ANN001
                 client.video_pts.append(frame.pts)
                 if client.keep_frames and client.mouth_box is not None:
                     x0, y0, x1, y1 = client.mouth_box
-                    client.video.append((now, frame.to_ndarray(format="rgb24")[y0:y1, x0:x1].copy()))
+                    crop = frame.to_ndarray(format="rgb24")[y0:y1, x0:x1]
+                    client.video.append((now, client.video_stat(crop) if client.video_stat else crop.copy()))
                 else:
                     client.video.append((now, np.zeros(0, np.uint8)))
             else:
-                client.audio.append((now, frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].copy()))
+                pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+                client.audio.append((now, client.audio_stat(pcm) if client.audio_stat else pcm.copy()))
     except MediaStreamError:
         pass
 
 
 async def connect(base: str, http: aiohttp.ClientSession, *, mic: np.ndarray | None = None,
                   mouth_box: tuple[int, int, int, int] | None = None, avatar: str | None = None,
-                  keep_frames: bool = True) -> Client:
+                  keep_frames: bool = True, video_stat: Callable[[np.ndarray], float] | None = None,
+                  audio_stat: Callable[[np.ndarray], float] | None = None) -> Client:
     """Offer/answer with the server; returns once the answer is applied (media flows soon after)."""
     pc = RTCPeerConnection(configuration=peer_configuration())
     mic_track = WavMicTrack(mic) if mic is not None else None
@@ -107,7 +114,8 @@ async def connect(base: str, http: aiohttp.ClientSession, *, mic: np.ndarray | N
     else:
         pc.addTransceiver("audio", direction="recvonly")
     pc.addTransceiver("video", direction="recvonly")
-    client = Client(pc, "", mouth_box, mic_track, keep_frames=keep_frames)
+    client = Client(pc, "", mouth_box, mic_track, keep_frames=keep_frames, video_stat=video_stat,
+                    audio_stat=audio_stat)
 
     @pc.on("track")
     def on_track(track) -> None:  # noqa: ANN001
