@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_concurrency import engine_info, parse_metrics, server_process
-from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure
 
 __all__ = ["main", "run", "print_table", "plot", "time_session"]
 
@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     result = run(args.repeats, engine=args.engine, codec=args.codec, progress=not args.no_progress)
-    print_table(result)
-    write_result(result, args.json)
-    plot(result, args.plot)
+    publish(result, args.json, args.plot, print_table, plot)
     return 0
 
 

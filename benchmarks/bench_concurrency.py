@@ -59,7 +59,7 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_FPS = 24.5
@@ -661,9 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.sessions, args.seconds, args.scheduler, warmup_s=args.warmup, codec=args.codec,
                  engine=args.engine, progress=not args.no_progress, retry_busy_pct=args.retry_busy_pct,
                  decode=args.decode)
-    print_table(result)
-    write_result(result, args.json)
-    plot(result, args.plot)
+    publish(result, args.json, args.plot, print_table, plot)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure, summarize_ms
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -169,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     wanted = [b for b in args.backends.split(",") if b] or None
     result = bench(wanted, tuple(int(b) for b in args.batches.split(",")), args.seconds, args.gap_ms)
-    print_table(result)
-    write_result(result, args.json)
-    plot(result, args.plot or args.json.with_suffix(".png"))
+    publish(result, args.json, args.plot, print_table, plot)
     return 0
 
 

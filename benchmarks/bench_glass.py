@@ -85,7 +85,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_server_latency import BURST_S, GAP_S, _onsets, burst_signal
-from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure, summarize_ms
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROBE_JS = Path(__file__).resolve().with_name("glass_probe.js")
@@ -155,16 +155,22 @@ def write_fake_mic(path: Path, seconds: float) -> list[float]:
     Chromium starts the file when the page opens the microphone and loops it; the file is made
     longer than the run so it does not wrap (if it did, the wrap falls in silence).
     """
-    import soxr
 
     samples, onsets = clean_bursts(*burst_signal(seconds))
-    pcm = soxr.resample(samples, 16000, FAKE_MIC_RATE)
+    write_fake_mic_wav(path, samples)
+    return onsets
+
+
+def write_fake_mic_wav(path: Path, samples16k: np.ndarray) -> None:
+    """16 kHz float speech as the WAV Chromium's fake capture plays: 16-bit mono PCM at 48 kHz."""
+    import soxr
+
+    pcm = soxr.resample(samples16k, 16000, FAKE_MIC_RATE)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(FAKE_MIC_RATE)
         w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-    return onsets
 
 
 # ---------------------------------------------------------------------------------- page data -> series
@@ -787,9 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench_glass: {exc}", file=sys.stderr)
         return 1
-    print_table(result)
-    write_result(result, args.json)
-    plot(result, args.plot)
+    publish(result, args.json, args.plot, print_table, plot)
     if not result["bursts_measured"]:
         print("bench_glass: no burst's lips were seen opening: no glass-to-glass figure", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure, summarize_ms
 
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 
@@ -183,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
     result = bench(args.frames, args.seconds, args.engine)
-    print_table(result)
-    write_result(result, args.json)
-    plot(result, args.plot or args.json.with_suffix(".png"))
+    publish(result, args.json, args.plot, print_table, plot)
     return 0
 
 

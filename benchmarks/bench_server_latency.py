@@ -35,7 +35,7 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks.machine import RESULTS_DIR, machine_info, save_figure, summarize_ms, write_result
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure, summarize_ms
 
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 BURST_S, GAP_S = 0.8, 1.2
@@ -235,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
     result = asyncio.run(run(args.seconds, args.engine, args.max_lag_frames))
-    print_table(result)
-    write_result(result, args.json)
-    plot(result, args.plot or args.json.with_suffix(".png"))
+    publish(result, args.json, args.plot, print_table, plot)
     return 0
 
 

@@ -57,3 +57,11 @@ def save_figure(fig: Any, path: Path) -> None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     print(f"wrote {path}", file=sys.stderr)
+
+
+def publish(result: dict[str, Any], json_path: Path, plot_path: Path | None,
+            print_table: Any, plot: Any) -> None:
+    """How every benchmark ends: its table on stdout, its JSON, its plot (next to the JSON by default)."""
+    print_table(result)
+    write_result(result, json_path)
+    plot(result, plot_path or json_path.with_suffix(".png"))

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import re
-import wave
 from pathlib import Path
 
 import aiohttp
@@ -27,16 +26,10 @@ import pytest
 
 from server_harness import flite_speech, serving
 
-CHROMIUM = Path("/usr/bin/chromium")
+from benchmarks.bench_glass import CHROMIUM, CHROMIUM_FLAGS  # DESIGN.md's flags
+
 SPEECH = "Hello there. Why would a wide blue map be here? Oh, I am amazed, what a day."
-FAKE_MIC_RATE = 48000  # Chromium's fake capture reads 16-bit PCM WAV and resamples; 48 kHz is its native rate
 MEASURE_S = 10.0
-CHROMIUM_FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 playwright_api = pytest.importorskip("playwright.async_api",
                                      reason="needs the playwright package (pip install playwright)")
@@ -54,17 +47,12 @@ def engine():
 @pytest.fixture(scope="module")
 def fake_mic(tmp_path_factory) -> Path:
     """0.5 s of silence, speech, 1.5 s of silence: 16-bit mono PCM WAV at 48 kHz; Chromium loops it."""
-    import soxr
 
     speech = flite_speech(SPEECH, tmp_path_factory.mktemp("mic") / "flite.wav")
-    pcm = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(24000, np.float32)])
-    pcm = soxr.resample(pcm, 16000, FAKE_MIC_RATE)
+    from benchmarks.bench_glass import write_fake_mic_wav
+
     out = tmp_path_factory.mktemp("mic") / "fake_mic.wav"
-    with wave.open(str(out), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(FAKE_MIC_RATE)
-        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+    write_fake_mic_wav(out, np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(24000, np.float32)]))
     return out
 
 
