@@ -149,9 +149,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         from export.onnx_export import run
     except ImportError as exc:
-        print(f"error: export needs torch and onnx ({exc.name} is missing): "
-              "pip install torch==2.13.0 'lipstream[export]'", file=sys.stderr)
-        return 2
+        return _missing_extra("export needs torch and onnx", exc, "pip install torch==2.13.0 'lipstream[export]'")
     return run(args)
 
 
@@ -160,10 +158,13 @@ def cmd_bench(argv: list[str]) -> int:
     try:
         from benchmarks.suite import main as suite_main
     except ImportError as exc:
-        print(f"error: the benchmarks need the [bench] extra ({exc.name} is missing): "
-              "pip install 'lipstream[bench]'", file=sys.stderr)
-        return 2
+        return _missing_extra("the benchmarks need the [bench] extra", exc, "pip install 'lipstream[bench]'")
     return suite_main(argv)
+
+
+def _missing_extra(what: str, exc: ImportError, fix: str) -> int:
+    print(f"error: {what} ({exc.name} is missing): {fix}", file=sys.stderr)
+    return 2
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a short synthesised speech recording, made once per test session."""
+"""Shared fixtures: a short synthesised speech recording (once per session); per test module, the
+default engine and the built-in avatar."""
 
 from __future__ import annotations
 
@@ -37,3 +38,19 @@ def speech_16k(speech_wav: Path) -> np.ndarray:
     from realtime.audio_io import load_audio
 
     return load_audio(speech_wav)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The engine ``auto`` picks here, fresh per module (modules add avatars to it)."""
+    from engines.factory import create_engine
+
+    return create_engine()
+
+
+@pytest.fixture(scope="module")
+def avatar():
+    """The built-in astronaut avatar, prepared on first use."""
+    from export.avatar import ensure_default_avatar
+
+    return ensure_default_avatar()

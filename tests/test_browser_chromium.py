@@ -38,13 +38,6 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
 
 
 @pytest.fixture(scope="module")
-def engine():
-    from engines.factory import create_engine
-
-    return create_engine()
-
-
-@pytest.fixture(scope="module")
 def fake_mic(tmp_path_factory) -> Path:
     """0.5 s of silence, speech, 1.5 s of silence: 16-bit mono PCM WAV at 48 kHz; Chromium loops it."""
 

@@ -28,13 +28,6 @@ needs_trt = pytest.mark.skipif(bool(TRT_REASON), reason=TRT_REASON or "ok")
 
 
 @pytest.fixture(scope="module")
-def avatar():
-    from export.avatar import ensure_default_avatar
-
-    return ensure_default_avatar()
-
-
-@pytest.fixture(scope="module")
 def reference(avatar):
     """ONNX Runtime FP32 on a batch that mixes silence, speech and avatar rows: the parity reference."""
     from engines.onnxruntime_engine import OnnxRuntimeEngine

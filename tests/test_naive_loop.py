@@ -27,20 +27,6 @@ PRESENTER = "Good morning everyone. Today we will look at a wide open map of the
 LEAD_S, TAIL_S = 1.0, 2.5
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from engines.factory import create_engine
-
-    return create_engine()
-
-
-@pytest.fixture(scope="module")
-def avatar():
-    from export.avatar import ensure_default_avatar
-
-    return ensure_default_avatar()
-
-
 class _Recording:
     """The real engine, recording batch sizes, optionally slowed down."""
 

@@ -11,13 +11,6 @@ from server_harness import connect, serving
 
 
 @pytest.fixture(scope="module")
-def engine():
-    from engines.factory import create_engine
-
-    return create_engine()
-
-
-@pytest.fixture(scope="module")
 def replies(engine) -> dict:
     async def go() -> dict:
         out: dict = {}

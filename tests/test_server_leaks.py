@@ -12,20 +12,12 @@ import os
 import threading
 
 import aiohttp
-import pytest
 from aiortc import RTCPeerConnection
 
 from realtime.server import K_STATE
 from server_harness import connect, serving
 
 CYCLES = 30
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from engines.factory import create_engine
-
-    return create_engine()
 
 
 def _census() -> dict[str, int]:

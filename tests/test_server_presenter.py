@@ -19,13 +19,6 @@ SPEECH = "Good morning everyone. Today we will look at a wide open map of the wh
 
 
 @pytest.fixture(scope="module")
-def engine():
-    from engines.factory import create_engine
-
-    return create_engine()
-
-
-@pytest.fixture(scope="module")
 def run(engine, tmp_path_factory) -> dict:
     wav = tmp_path_factory.mktemp("presenter") / "speech.wav"
     flite_speech(SPEECH, wav)

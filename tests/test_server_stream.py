@@ -22,13 +22,6 @@ LEAD_S, TAIL_S = 1.0, 2.5
 
 
 @pytest.fixture(scope="module")
-def engine():
-    from engines.factory import create_engine
-
-    return create_engine()
-
-
-@pytest.fixture(scope="module")
 def mouth_box() -> tuple[int, int, int, int]:
     from export.avatar import ensure_default_avatar
 
