@@ -7,7 +7,8 @@ captured once as a CUDA graph and each call becomes: three small host->device co
 ``graph.replay()``, two device->host copies, one stream sync.
 
 Calls are padded up to the step's size (silent window, row 0, gate 0), so a server captures a
-handful of graphs (1, 2, 4, 8, ...) rather than one per odd batch.
+handful of graphs (1, 2, 4, 8, ...) rather than one per odd batch.  "Silent" is the model's own
+value for no audio (``engine.convention.silence_value``), which the backend passes in.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ def sizes_upto(max_batch: int) -> tuple[int, ...]:
 
 class CudaStep:
     def __init__(self, torch: Any, device: Any, size: int, window: tuple[int, int], *,
-                 mel_dtype: Any, gate_dtype: Any, rows_dtype: Any = None, launch: Launch, stream: Any, graph: bool = True) -> None:
+                 mel_dtype: Any, gate_dtype: Any, rows_dtype: Any = None, silence_value: float,
+                 launch: Launch, stream: Any, graph: bool = True) -> None:
         t = self.torch = torch
         self.size = size
+        self.silence_value = float(silence_value)
         self.stream = stream
         self.launch = launch
-        self.mel = t.full((size, 1, *window), -4.0, device=device, dtype=mel_dtype)
+        self.mel = t.full((size, 1, *window), self.silence_value, device=device, dtype=mel_dtype)
         self.rows = t.zeros(size, device=device, dtype=rows_dtype or t.int64)
         self.gate = t.zeros(size, device=device, dtype=gate_dtype)
-        self.h_mel = t.full((size, 1, *window), -4.0, dtype=t.float32).pin_memory()
+        self.h_mel = t.full((size, 1, *window), self.silence_value, dtype=t.float32).pin_memory()
         self.h_rows = t.zeros(size, dtype=t.int64).pin_memory()
         self.h_gate = t.zeros(size, dtype=t.float32).pin_memory()
         self.graph = None
@@ -75,7 +78,7 @@ class CudaStep:
         t, n = self.torch, int(mel.shape[0])
         hm, hr, hg = self.h_mel.numpy(), self.h_rows.numpy(), self.h_gate.numpy()
         hm[:n], hr[:n], hg[:n] = mel, rows, gate
-        hm[n:], hr[n:], hg[n:] = -4.0, 0, 0.0
+        hm[n:], hr[n:], hg[n:] = self.silence_value, 0, 0.0
         with t.inference_mode(), t.cuda.stream(self.stream):
             self.mel.copy_(self.h_mel, non_blocking=True)
             self.rows.copy_(self.h_rows, non_blocking=True)

@@ -39,7 +39,7 @@ def create_engine(name: str = "auto", model_dir: Path | str = DEFAULT_MODEL_DIR,
 
         engine = OnnxRuntimeEngine(model_dir, **kwargs)
     log.info("inference engine: %s (%s, %s)", engine.name, engine.manifest.name,
-             getattr(engine, "precision", "fp32"))
+             engine.precision)
     return engine
 
 

@@ -116,11 +116,11 @@ class TensorRTEngine(Engine):
     def __init__(self, model_dir: Path | str = DEFAULT_MODEL_DIR, *, precision: str = "fp16",
                  cache_dir: Path | None = None, cuda_graphs: bool = True) -> None:
         super().__init__(model_dir)
+        self.precision = self._check_precision(precision)
         trt = import_tensorrt()
         import torch
 
         self.trt, self.torch = trt, torch
-        self.precision = precision
         self.plan_path = find_plan(self.manifest, precision, cache_dir)
         self._logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self._logger)
@@ -143,7 +143,12 @@ class TensorRTEngine(Engine):
                  self.plan_path.name, self.max_batch, self.max_rows)
 
     def _tables_changed(self) -> None:
-        n = next(iter(self.tables.values())).shape[0]
+        """Upload the tables as they are now; refuses (and the add is undone) beyond the plan's rows."""
+        n = self.table_rows
+        if not self.tables:
+            self._dev_tables = {}
+            self._steps.clear()
+            return
         if n > self.max_rows:
             raise ModelArtifactError(
                 f"avatars need {n} feature rows but the TensorRT engine was built for <= {self.max_rows}: "
@@ -191,7 +196,8 @@ class TensorRTEngine(Engine):
         if step is None:
             step = self._steps[size] = CudaStep(
                 self.torch, self.device, size, self.manifest.window, mel_dtype=self.dtypes["mel"],
-                gate_dtype=self.dtypes["gate"], rows_dtype=self.dtypes["rows"], stream=self._stream,
+                gate_dtype=self.dtypes["gate"], rows_dtype=self.dtypes["rows"],
+                silence_value=self.convention.silence_value, stream=self._stream,
                 graph=self.use_graphs, launch=self._launcher(size))
         return step.run(mel, rows, gate)
 

@@ -12,7 +12,8 @@ On CUDA:
 * each batch size gets its own captured CUDA graph with static input/output buffers, so a call is
   one ``graph.replay()`` instead of ~100 kernel launches from Python.  Graphs are padded to the
   next captured size (1, 2, 4, 8, ...) so a server does not capture a graph per odd batch.  New
-  avatar tables move the table addresses, so the graphs are re-captured lazily.
+  avatar tables (an avatar added or removed) move the table addresses, so the graphs are
+  re-captured lazily.
 
 Torch is imported when the engine is created, never at module import (the serving install has no
 torch).
@@ -58,9 +59,7 @@ class TorchEngine(Engine):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelArtifactError("--engine torch on cuda: torch sees no CUDA device here")
         # FP16 where it pays (tensor cores); CPU half kernels are slow or missing.
-        self.precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16, not {self.precision!r}")
+        self.precision = self._check_precision(precision or ("fp16" if self.device.type == "cuda" else "fp32"))
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)
@@ -72,9 +71,10 @@ class TorchEngine(Engine):
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     def _tables_changed(self) -> None:
-        t = self.torch
-        self._dev_tables = tuple(t.from_numpy(self.tables[k]).to(self.device, self.dtype)
-                                 for k in self.manifest.feature_keys)
+        """Upload the tables as they are now (rows reused or dropped by ``remove_avatar`` included)."""
+        t, tables = self.torch, self.tables
+        self._dev_tables = tuple(t.from_numpy(tables[k]).to(self.device, self.dtype)
+                                 for k in self.manifest.feature_keys) if tables else ()
         self._steps.clear()  # captured graphs point at the old tables
 
     def warmup_batches(self, max_batch: int) -> tuple[int, ...]:
@@ -92,7 +92,8 @@ class TorchEngine(Engine):
                 tables = self._dev_tables
                 step = self._steps[size] = CudaStep(
                     self.torch, self.device, size, self.manifest.window, mel_dtype=self.dtype,
-                    gate_dtype=self.dtype, stream=self._stream, graph=self.use_graphs,
+                    gate_dtype=self.dtype, silence_value=self.convention.silence_value,
+                    stream=self._stream, graph=self.use_graphs,
                     launch=lambda m, r, g: self.model(m, r, g, *tables))
             return step.run(mel, rows, gate)
         t = self.torch

@@ -33,11 +33,12 @@ def reference(avatar):
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     eng = OnnxRuntimeEngine()
+    assert eng.precision == "fp32"
     eng.add_avatar(avatar.name, avatar.features)
     rng = np.random.default_rng(7)
     b = 12
     mel = rng.uniform(-4, 2, (b, 1, 80, 16)).astype(np.float32)
-    mel[:3] = -4.0
+    mel[:3] = eng.convention.silence_value
     rows = rng.integers(0, avatar.n_frames, b).astype(np.int64)
     gate = np.ones(b, np.float32)
     gate[:3] = 0.0
@@ -77,6 +78,35 @@ def test_torch_cpu_fp16_graph_runs_in_half(avatar, reference):
     # half precision flips the odd pixel on the lip line's hard threshold; on average it agrees
     assert mean < 2e-3, (worst, mean)
     assert _diff(out.params, ref.params)[0] < 5e-3
+
+
+def _dimmed(avatar, n: int, scale: float) -> dict[str, np.ndarray]:
+    """``n`` frames of the built-in avatar with a darker reference image: another avatar's features."""
+    return {k: np.repeat(v[:1], n, axis=0) * (scale if k == "ref" else 1.0) for k, v in avatar.features.items()}
+
+
+def test_torch_cpu_reuploads_tables_as_avatars_come_and_go(avatar, reference):
+    """remove_avatar goes through the same re-upload: the device tables follow ``table_rows`` and
+    the kept avatar, at the rows it was given, still matches ONNX Runtime."""
+    from engines.torch_engine import TorchEngine
+
+    (mel, rows, gate), ref = reference
+    eng = TorchEngine(device="cpu")
+    eng.add_avatar("before", _dimmed(avatar, 3, 0.5))
+    own = eng.add_avatar(avatar.name, avatar.features)
+    assert own[0] == 3
+    eng.remove_avatar("before")  # a hole in front of it
+    assert eng.table_rows == 4 and all(t.shape[0] == 4 for t in eng._dev_tables)
+    assert _diff(eng.run(mel, own[rows], gate).crops, ref.crops)[0] < 1e-4
+    eng.add_avatar("reused", _dimmed(avatar, 2, 0.6))  # into the hole
+    eng.add_avatar("after", _dimmed(avatar, 2, 0.7))  # appended
+    assert eng.avatar_rows("reused")[0] == 0 and eng.table_rows == 6
+    assert _diff(eng.run(mel, own[rows], gate).crops, ref.crops)[0] < 1e-4
+    eng.remove_avatar("after")
+    assert eng.table_rows == 4 and all(t.shape[0] == 4 for t in eng._dev_tables)
+    for a in ("reused", avatar.name):
+        eng.remove_avatar(a)
+    assert eng.table_rows == 0 and eng._dev_tables == ()
 
 
 def test_torch_engine_without_weights_names_the_fix(tmp_path):
@@ -138,9 +168,12 @@ def test_torch_cuda_graphs_match_onnxruntime(avatar, reference, precision):
 
     (mel, rows, gate), ref = reference
     eng = TorchEngine(device="cuda", precision=precision)
+    assert eng.precision == precision
     eng.add_avatar(avatar.name, avatar.features)
     out = eng.run(mel, rows, gate)  # 12 -> padded into the batch-16 graph
     assert 16 in eng._steps and eng._steps[16].graph is not None
+    # the padding is the model's silence, not a constant of the step
+    assert (eng._steps[16].h_mel.numpy()[12:] == eng.convention.silence_value).all()
     worst, mean = _diff(out.crops, ref.crops)
     assert mean < (1e-5 if precision == "fp32" else 2e-3), (worst, mean)
     again = eng.run(mel, rows, gate)  # a replay gives the same frames
@@ -148,6 +181,13 @@ def test_torch_cuda_graphs_match_onnxruntime(avatar, reference, precision):
     eager = TorchEngine(device="cuda", precision=precision, cuda_graphs=False)
     eager.add_avatar(avatar.name, avatar.features)
     assert _diff(eager.run(mel, rows, gate).crops, out.crops)[0] < 1e-3
+    # avatars added and removed around it: tables re-uploaded, graphs re-captured, same frames
+    eng.add_avatar("other", _dimmed(avatar, 3, 0.5))
+    own = eng.add_avatar("second", avatar.features)  # rows 4.. behind the other one
+    eng.remove_avatar("other")
+    assert not eng._steps and eng._dev_tables[0].shape[0] == eng.table_rows == 5 and own[0] == 4
+    later = eng.run(mel, own[rows], gate)
+    assert 16 in eng._steps and _diff(later.crops, out.crops)[0] < 1e-3
 
 
 @pytest.mark.gpu
@@ -161,6 +201,7 @@ def test_tensorrt_engine_builds_caches_and_matches(tmp_path, avatar, reference):
     assert build_engine(DEFAULT_MODEL_DIR / "generator_fp16.onnx", cache_dir=tmp_path) == plan  # cached
     (mel, rows, gate), ref = reference
     eng = TensorRTEngine(precision="fp16", cache_dir=tmp_path)
+    assert eng.precision == "fp16"
     eng.add_avatar(avatar.name, avatar.features)
     out = eng.run(mel, rows, gate)
     assert _diff(out.crops, ref.crops)[1] < 2e-3
