@@ -109,8 +109,13 @@ _LANG_SYLLABLES: dict[str, tuple[str, str]] = {
 _WORD_RE = re.compile(r"^[a-z]{2,12}$")
 
 
+# Shipped with the package (export/assets/README.md says where it comes from): the corpus reads no
+# system word list, which a fresh machine need not have.
+WORDS_PATH = Path(__file__).resolve().parent / "assets" / "words.txt"
+
+
 def _english_words() -> list[str]:
-    words = [w.strip() for w in Path("/usr/share/dict/words").read_text(errors="ignore").split()]
+    words = [w.strip() for w in WORDS_PATH.read_text(encoding="utf-8").split()]
     return [w for w in words if _WORD_RE.match(w)]
 
 
@@ -211,6 +216,9 @@ def read_recorded(voice: Voice, split: str, n_utts: int) -> list[tuple[np.ndarra
     """Recorded prompts and their labels: train = 4 of every 5 files (first ``n_utts``),
     eval = every 5th file (first ``n_utts``)."""
     root = Path(voice.voice_id)
+    if not (root / "lab").is_dir():
+        raise FileNotFoundError(f"{root}/lab: the recorded prompts come with Debian's festvox-ru "
+                                "(`make model` installs it)")
     names = sorted(p.stem for p in (root / "lab").glob("*.lab") if (root / "wav" / f"{p.stem}.wav").exists())
     names = [n for i, n in enumerate(names) if (i % 5 == 0) == (split == "eval")][:n_utts]
     out = []
