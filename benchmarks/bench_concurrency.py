@@ -4,7 +4,7 @@
         [--scheduler batched,naive] [--json PATH] [--plot PATH]
 
 Method.  For every scheduler and every N, a fresh server process
-(``python -m realtime.cli serve --scheduler X --max-sessions 64`` on a free 127.0.0.1 port) is
+(``python -m benchmarks.serve --scheduler X --max-sessions 64`` on a free 127.0.0.1 port) is
 started and waited for (``/healthz``); then N clients start together, each an aiortc peer in a
 process of its own (``benchmarks/load_client.py``) whose mic plays 0.8 s speech bursts separated
 by 1.2 s of silence.  Once every client has decoded its first frame, a common window of
@@ -67,7 +67,7 @@ MAX_P99_INTERVAL_MS = 60.0
 SCHEDULERS = ("batched", "naive")
 # how the server is started (then "serve --host ... ARGS"); a module constant so an experiment can
 # run a patched server (e.g. a wrapper script) without changing the benchmark
-SERVER_CMD = [sys.executable, "-m", "realtime.cli"]
+SERVER_CMD = [sys.executable, "-m", "benchmarks.serve"]  # lipstream serve + --scheduler
 
 __all__ = ["main", "run", "print_table", "plot", "server_process", "ServerProcess", "parse_metrics",
            "histogram_quantile"]
@@ -115,7 +115,7 @@ async def server_process(*args: str, log_dir: Path, timeout_s: float = 120.0) ->
 
     port = free_port()
     log_path = Path(log_dir) / f"server-{port}.log"
-    cmd = [*SERVER_CMD, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [*SERVER_CMD, "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log_path, "wb") as log:
         t0 = time.monotonic()
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log, cwd=REPO, env=_env())
@@ -493,7 +493,7 @@ def run(sessions: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16), seconds: float
                       f"benchmark) used > {retry_busy_pct:g} % of a core is measured again once; the first "
                       "attempt is kept as discarded_attempt" if retry_busy_pct > 0 else "none"),
             "order": "interleaved: for each N, every scheduler in turn; a fresh server process per run",
-            "server": "python -m realtime.cli serve --host 127.0.0.1 --scheduler X --max-sessions 64",
+            "server": "python -m benchmarks.serve --host 127.0.0.1 --scheduler X --max-sessions 64",
             "clients": ("one aiortc client process per session (benchmarks/load_client.py) on the SAME "
                         "machine: clients compete with the server for the same cores (see clients_cpu_pct, "
                         "others_cpu_pct), so the sustainable N is a floor"),

@@ -585,7 +585,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
                 async with aiohttp.ClientSession() as http, http.get(f"{base}/api/sessions/{sid}") as r:
                     session = await r.json()
                 state = app[K_STATE]
-                server_latencies = list(state.latency_samples)
+                server_latencies = list(state.latency.samples)
                 max_lag = state.config.max_lag_frames
                 browser_version = context.browser.version if context.browser else None
             finally:

@@ -36,7 +36,8 @@ ENGINE_BATCHES = (1, 2, 4, 8, 16, 32)
 
 def bench(frames: int, seconds: float, engine_name: str = "auto") -> dict:
     from engines.factory import create_engine
-    from export.avatar import default_avatars_dir, ensure_default_avatar
+    from engines.avatar import default_avatars_dir
+    from export.avatar import ensure_default_avatar
     from realtime.audio_frontend import AudioFrontEnd
     from realtime.compositor import Compositor, to_i420
     from realtime.mp4_writer import Mp4Writer
@@ -52,7 +53,7 @@ def bench(frames: int, seconds: float, engine_name: str = "auto") -> dict:
     stages: dict[str, list[float]] = {}
 
     # mel: push 20 ms packets as the server does; a frame's cost = 2 packets + its window
-    front = AudioFrontEnd(fps=25, lookahead_s=engine.manifest.lookahead_s, history_s=wav.size / 16000 + 1)
+    front = AudioFrontEnd(engine.convention, history_s=wav.size / 16000 + 1)
     mel_buf = np.empty((1, 1, 80, 16), np.float32)
     gate = np.empty(1, np.float32)
     times = []

@@ -124,8 +124,8 @@ async def run(seconds: float, engine_name: str, max_lag_frames: int = 2) -> dict
             progress(min(int(now - t_start), int(seconds) - 1), int(seconds))
         progress(int(seconds), int(seconds))
         state = app[K_STATE]
-        latencies = list(state.latency_samples)
-        stages = {k: list(state.stage_samples[k]) for k in STAGE_ORDER if state.stage_samples.get(k)}
+        latencies = list(state.latency.samples)
+        stages = {k: list(state.latency.stages[k]) for k in STAGE_ORDER if state.latency.stages.get(k)}
         dropped = state.metrics.frames_dropped._value.get()
         sent = state.metrics.frames_sent._value.get()
         await client.close()

@@ -210,3 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + md)
     print(f"wrote {args.out / 'summary.json'} and summary.md", file=sys.stderr)
     return 0 if all("json" in s for s in statuses) else 1
+
+
+if __name__ == "__main__":  # `lipstream bench` runs this module as its own process
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    raise SystemExit(main())

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.audio_convention import AudioConvention
+
 MANIFEST_NAME = "manifest.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 
@@ -30,9 +32,9 @@ class ModelManifest:
     onnx_sha256: dict[str, str]  # precision -> sha256 of that file
     opset: int
     fps: float  # video frame rate the windows are laid out for
-    lookahead_s: float  # window end relative to the frame time (realtime.windows)
+    lookahead_s: float  # window end relative to the frame time (engines.windows)
     window: tuple[int, int]  # (mel bands, mel frames) of one model input
-    audio: dict[str, Any]  # realtime.mel.MelConvention as a dict
+    audio: dict[str, Any]  # engines.mel.MelConvention as a dict
     crop_size: int  # side of the square mouth crop the graph outputs
     params: tuple[str, ...]  # names of the mouth parameters (second output)
     feature_keys: tuple[str, ...]  # avatar feature tables the graph takes, in input order
@@ -67,6 +69,11 @@ class ModelManifest:
             return cls(**data)
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ModelArtifactError(f"{path} is not a valid lipstream manifest ({exc}); re-export the model.") from exc
+
+    @property
+    def convention(self) -> AudioConvention:
+        """The audio convention to feed this model (raises UnsupportedConvention if not servable)."""
+        return AudioConvention.from_manifest(self)
 
     def onnx_path(self, directory: Path | str, precision: str = "fp32") -> Path:
         if precision not in self.onnx:

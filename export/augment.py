@@ -14,7 +14,7 @@ import numpy as np
 import soxr
 from scipy import signal
 
-from realtime.mel import SAMPLE_RATE
+from engines.mel import SAMPLE_RATE
 
 
 def active_power(x: np.ndarray, frame: int = 320) -> float:

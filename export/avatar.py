@@ -1,91 +1,35 @@
-"""Avatar preparation and loading: a portrait or a short video -> everything the renderer reuses.
+"""Avatar preparation: a portrait or a short video -> everything the renderer reuses.
 
-Preparation runs once per avatar (seconds for a still, about a minute for a 10 s video) and writes
-``<avatars_dir>/<name>/``:
-
-==================  =====================================================================
-``manifest.json``   name, version, source path + sha256, frame size, n_frames, fps, crop size,
-                    renderer features version, creation time
-``frames.npy``      (F, H, W, 3) uint8 RGB avatar frames (F = 1 for a still image)
-``boxes.npy``       (F, 4) int32 square lower-face crop per frame, x0, y0, x1, y1 (exclusive)
-``mask.npy``        (S, S) float32 feathered blend mask in crop coordinates
-``features.npz``    renderer features, each with leading dim F (``export.deform_fields``)
-``mouth_boxes.npy`` (F, 4) int32 box around the mouth incl. room for a fully open jaw, frame coords
-==================  =====================================================================
-
-It is written to a temporary sibling directory and renamed into place, so a crash never leaves a
-half-written avatar behind.  Torch-free: the server loads avatars without torch.
+Preparation runs once per avatar (seconds for a still, about a minute for a 10 s video): face mesh
+landmarks, smoothed crop boxes, the blend mask and the model features, written as the on-disk
+format of ``engines.avatar`` (which the serving path loads without this package).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from engines.avatar import AVATAR_FORMAT_VERSION, Avatar, AvatarError, default_avatars_dir, load_avatar, \
+    write_avatar
 from export.deform_fields import FEATURE_KEYS, FEATURES_VERSION, LOWER_DROP, MouthFrame, blend_mask, \
     crop_box, frame_features, stack_features
 from export.landmarks import LOWER_OUTER, UPPER_OUTER, FaceDetectionError, FaceMesh, check_face_size
 
 log = logging.getLogger(__name__)
 
-AVATAR_FORMAT_VERSION = 1
 AVATAR_FPS = 25.0  # video avatars are resampled to the server's frame rate
 DEFAULT_AVATAR = "default"
 DEFAULT_SOURCE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 Progress = Callable[[int, int], None]  # (frames done, frames total)
-
-
-class AvatarError(ValueError):
-    """The source cannot become an avatar; the message says what is wrong and what to do."""
-
-
-@dataclass
-class Avatar:
-    """A prepared avatar, arrays as stored (``frames`` memory-mapped)."""
-
-    name: str
-    path: Path
-    manifest: dict
-    frames: np.ndarray  # (F, H, W, 3) uint8
-    boxes: np.ndarray  # (F, 4) int32
-    mask: np.ndarray  # (S, S) float32
-    features: dict[str, np.ndarray]  # FEATURE_KEYS -> (F, ...)
-    mouth_boxes: np.ndarray  # (F, 4) int32
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.frames.shape[0])
-
-    @property
-    def crop_size(self) -> int:
-        return int(self.mask.shape[0])
-
-    @property
-    def fps(self) -> float:
-        return float(self.manifest["fps"])
-
-    @property
-    def features_version(self) -> int:
-        return int(self.manifest["features_version"])
-
-
-def default_avatars_dir() -> Path:
-    """``$LIPSTREAM_HOME/avatars``, else ``~/.cache/lipstream/avatars``."""
-    home = os.environ.get("LIPSTREAM_HOME")
-    return Path(home) / "avatars" if home else Path.home() / ".cache" / "lipstream" / "avatars"
 
 
 def _sha256(path: Path) -> str:
@@ -217,28 +161,6 @@ def extract_crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(region, (size, size), interpolation=interp)
 
 
-def _write_avatar(dest: Path, arrays: dict[str, np.ndarray], features: dict[str, np.ndarray],
-                  manifest: dict) -> None:
-    """Write into a temporary sibling and rename into place (replacing an older copy)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        for key, arr in arrays.items():
-            np.save(tmp / f"{key}.npy", arr)
-        np.savez(tmp / "features.npz", **features)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int = 128,
                    progress: Progress | None = None, max_frames: int = 250) -> Path:
     """Prepare ``source`` (portrait image or video) as avatar ``name``; returns its directory."""
@@ -278,38 +200,19 @@ def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int
     dest = Path(avatars_dir) / name
     arrays = {"frames": frames, "boxes": boxes, "mask": blend_mask(crop_size),
               "mouth_boxes": mouth_boxes(lms, hw)}
-    _write_avatar(dest, arrays, features, manifest)
+    write_avatar(dest, arrays, features, manifest)
     log.info("prepared avatar %r: %d frame(s) at %s", name, len(frames), dest)
     return dest
-
-
-def load_avatar(name_or_path: str | Path, avatars_dir: Path | None = None) -> Avatar:
-    """Load a prepared avatar by name (from ``avatars_dir``) or by directory path."""
-    path = Path(name_or_path)
-    if not (path / "manifest.json").is_file():
-        path = Path(avatars_dir or default_avatars_dir()) / str(name_or_path)
-    if not (path / "manifest.json").is_file():
-        raise AvatarError(f"no prepared avatar {str(name_or_path)!r} (looked in {path}); "
-                          f"prepare it first: `lipstream prepare PORTRAIT_OR_VIDEO --name {name_or_path}`")
-    manifest = json.loads((path / "manifest.json").read_text())
-    if manifest.get("features_version") != FEATURES_VERSION:
-        raise AvatarError(f"avatar {manifest.get('name')!r} was prepared with features version "
-                          f"{manifest.get('features_version')}, this lipstream needs {FEATURES_VERSION}; "
-                          "prepare it again from its source")
-    with np.load(path / "features.npz") as npz:
-        features = {k: npz[k] for k in npz.files}
-    return Avatar(
-        name=manifest["name"], path=path, manifest=manifest,
-        frames=np.load(path / "frames.npy", mmap_mode="r"),
-        boxes=np.load(path / "boxes.npy"), mask=np.load(path / "mask.npy"),
-        features=features, mouth_boxes=np.load(path / "mouth_boxes.npy"))
 
 
 def ensure_default_avatar(avatars_dir: Path | None = None) -> Avatar:
     """The built-in avatar (a NASA public-domain portrait), prepared on first use or when stale."""
     avatars_dir = Path(avatars_dir or default_avatars_dir())
     try:
-        return load_avatar(DEFAULT_AVATAR, avatars_dir)
+        avatar = load_avatar(DEFAULT_AVATAR, avatars_dir)
+        if avatar.features_version == FEATURES_VERSION:
+            return avatar
     except AvatarError:
-        prepare_avatar(DEFAULT_SOURCE, DEFAULT_AVATAR, avatars_dir)
-        return load_avatar(DEFAULT_AVATAR, avatars_dir)
+        pass
+    prepare_avatar(DEFAULT_SOURCE, DEFAULT_AVATAR, avatars_dir)
+    return load_avatar(DEFAULT_AVATAR, avatars_dir)

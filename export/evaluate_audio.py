@@ -2,7 +2,7 @@
 
 Voices never seen in training (flite ``slt``, festival ``cmu_us_slt_arctic_hts``) speak fresh
 sentences; each is scored clean and through a fixed microphone degradation (room reverb, band
-limit, noise), at 25 fps through the serving path's windows (``realtime.windows.frame_windows``).
+limit, noise), at 25 fps through the serving path's windows (``engines.windows.frame_windows``).
 
 Metrics (effective opening = open * (1 - closure); "closed" = closure > 0.5 or effective
 opening < ``CLOSED_OPEN``):
@@ -36,8 +36,8 @@ import webrtcvad
 from export import augment
 from export.phonemes import Segments, effective_open, is_bilabial, is_open_vowel, is_silence, target_track
 from export.speech_corpus import DEFAULT_DATA_DIR, generate, load_voice
-from realtime.mel import SAMPLE_RATE, melspectrogram
-from realtime.windows import frame_count, frame_windows
+from engines.mel import SAMPLE_RATE, melspectrogram
+from engines.windows import frame_count, frame_windows
 
 FPS = 25.0
 CLOSED_OPEN = 0.1

@@ -22,8 +22,8 @@ import numpy as np
 
 from engines.manifest import ModelManifest, sha256_file
 from export.export_args import add_export_arguments
-from realtime.mel import MelConvention
-from realtime.windows import WINDOW
+from engines.mel import MelConvention
+from engines.windows import WINDOW
 
 log = logging.getLogger(__name__)
 OPSET = 17

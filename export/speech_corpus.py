@@ -38,7 +38,7 @@ import soundfile as sf
 import soxr
 
 from export.phonemes import Segments, is_bilabial, is_silence, resolve
-from realtime.mel import SAMPLE_RATE
+from engines.mel import SAMPLE_RATE
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "speech"
 

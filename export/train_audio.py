@@ -2,8 +2,8 @@
 
 Pipeline: synthesize the training voices (``export.speech_corpus``, cached) -> per voice, a clean
 copy and ``--copies`` degraded copies (``export.augment``: speed, room, mic response, noise, level;
-drawn per utterance) -> ``realtime.mel.melspectrogram`` of each stream -> for every mel frame end
-``e`` the window ``realtime.windows.windows_at(mel, [e])`` and the coarticulated phone target at the
+drawn per utterance) -> ``engines.mel.melspectrogram`` of each stream -> for every mel frame end
+``e`` the window ``engines.windows.windows_at(mel, [e])`` and the coarticulated phone target at the
 frame time that window serves, ``(e - 1)/80 - lookahead`` -> Adam.
 
 All streams are laid end to end in one mel array separated by 16 frames of ``SILENCE_VALUE``,
@@ -27,8 +27,8 @@ import numpy as np
 from export import augment
 from export.phonemes import Segments, target_track
 from export.speech_corpus import DEFAULT_DATA_DIR, generate, load_voice
-from realtime.mel import MEL_FPS, SAMPLE_RATE, SILENCE_VALUE, melspectrogram
-from realtime.windows import WINDOW, windows_at
+from engines.mel import MEL_FPS, SAMPLE_RATE, SILENCE_VALUE, melspectrogram
+from engines.windows import WINDOW, windows_at
 
 LOOKAHEAD_S = 0.04  # must equal export.audio_net.LOOKAHEAD_S (kept torch-free here; test checks)
 

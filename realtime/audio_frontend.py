@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.mel import HOP, N_FFT, SAMPLE_RATE
+from engines.audio_convention import AudioConvention
+from engines.mel import HOP, N_FFT, SAMPLE_RATE
+from engines.windows import window_end
 from realtime.mel_stream import MelStream
 from realtime.vad import VadStream
-from realtime.windows import window_end
 
 
 class AudioFrontEnd:
-    def __init__(self, *, fps: float = 25.0, lookahead_s: float = 0.04, history_s: float = 10.0,
-                 vad_aggressiveness: int = 2) -> None:
-        self.fps = fps
-        self.lookahead_s = lookahead_s
+    """The mel and the VAD keep ``history_s`` of their own outputs; the samples live in the Timeline."""
+
+    def __init__(self, convention: AudioConvention, *, history_s: float = 4.0, vad_aggressiveness: int = 2) -> None:
+        self.convention = convention
+        self.fps = convention.fps
+        self.lookahead_s = convention.lookahead_s
         self.mel = MelStream(history_s=history_s)
-        self.vad = VadStream(aggressiveness=vad_aggressiveness)
+        self.vad = VadStream(aggressiveness=vad_aggressiveness, history_s=history_s)
 
     def push(self, samples16k: np.ndarray) -> None:
         self.mel.push(samples16k)

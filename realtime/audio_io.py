@@ -22,7 +22,7 @@ import av
 import numpy as np
 import soxr
 
-from realtime.mel import SAMPLE_RATE
+from engines.mel import SAMPLE_RATE
 
 __all__ = ["AudioFormatError", "Resampler", "load_audio", "resample", "to_float_mono"]
 

@@ -88,10 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames a session may fall behind before skipping ahead: 2 = no repeated frames "
                         "under normal mic jitter; 1 = ~10 ms lower latency but 7-16%% of frame slots repeat "
                         "(default: 2; docs/benchmarks.md)")
-    p.add_argument("--scheduler", default="batched", choices=("batched", "naive"),
-                   help="batched = one 25 fps tick and one batched engine call for all sessions (default); "
-                        "naive = a timer and one engine call per session per frame on a thread pool, which "
-                        "exists only for benchmark comparison (benchmarks/bench_concurrency.py)")
     p.add_argument("--no-idle-motion", action="store_true",
                    help="keep a still-image avatar perfectly still in silence")
     p.add_argument("--stun", action="append", default=[], metavar="URL",
@@ -103,31 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _avatars_dir(arg: Path | None) -> Path:
-    from export.avatar import default_avatars_dir
+    from engines.avatar import default_avatars_dir
 
     return arg if arg is not None else default_avatars_dir()
 
 
-def resolve_avatar(name: str, avatars_dir: Path | None, features_version: int):
-    """Load an avatar by name or path, preparing the built-in one on first use."""
-    from export.avatar import AvatarError, ensure_default_avatar, load_avatar
-
-    directory = _avatars_dir(avatars_dir)
-    avatar = ensure_default_avatar(directory) if name == "default" else load_avatar(name, directory)
-    if avatar.features_version != features_version:
-        raise AvatarError(
-            f"avatar {name!r} was prepared for renderer features v{avatar.features_version}, the model "
-            f"needs v{features_version}: run `lipstream prepare SOURCE --name {name}` again")
-    return avatar
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     from engines.factory import create_engine
+    from realtime.avatars import load_for_model
     from realtime.progress import ProgressLine
     from realtime.render import render
 
     engine = create_engine(args.engine, args.model)
-    avatar = resolve_avatar(args.avatar, args.avatars_dir, engine.manifest.features_version)
+    avatar = load_for_model(args.avatar, args.avatars_dir, engine.manifest.features_version)
     stats = render(args.audio, avatar, engine, args.out, batch=args.batch,
                    progress=ProgressLine("rendering"))
     print(f"wrote {args.out}: {stats.frames} frames, {stats.audio_s:.2f} s of speech in "
@@ -154,12 +138,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from benchmarks.suite import main as suite_main
-    except ImportError as exc:
-        return _missing_extra("the benchmarks need the [bench] extra", exc, "pip install 'lipstream[bench]'")
-    return suite_main(argv)
+    """The suite runs as its own program: the serving package imports nothing from benchmarks/."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("benchmarks.suite") is None:
+        print("error: the benchmarks are not installed (run from a lipstream checkout)", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, "-m", "benchmarks.suite", *argv])
 
 
 def _missing_extra(what: str, exc: ImportError, fix: str) -> int:
@@ -173,17 +159,23 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def serve_config(args: argparse.Namespace):  # noqa: ANN201 - realtime.server.ServerConfig
+    """The server's configuration from `lipstream serve`'s options."""
+    from realtime.server import ServerConfig
+
+    return ServerConfig(host=args.host, port=args.port, avatar=args.avatar, avatars_dir=args.avatars_dir,
+                        engine=args.engine, model_dir=args.model, max_sessions=args.max_sessions,
+                        codec=args.codec, idle_motion=not args.no_idle_motion,
+                        max_lag_frames=args.max_lag_frames, stun=tuple(args.stun))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from realtime.server import ServerConfig, run_server
+    from realtime.server import run_server
 
     if args.max_sessions < 1:
         print("error: --max-sessions must be at least 1", file=sys.stderr)
         return 2
-    run_server(ServerConfig(host=args.host, port=args.port, avatar=args.avatar, avatars_dir=args.avatars_dir,
-                            engine=args.engine, model_dir=args.model, max_sessions=args.max_sessions,
-                            codec=args.codec, idle_motion=not args.no_idle_motion,
-                            max_lag_frames=args.max_lag_frames, stun=tuple(args.stun),
-                            scheduler=args.scheduler))
+    run_server(serve_config(args))
     return 0
 
 
@@ -200,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from engines.manifest import ModelArtifactError
     from realtime.audio_io import AudioFormatError
-    from export.avatar import AvatarError
+    from engines.audio_convention import UnsupportedConvention
+    from engines.avatar import AvatarError
 
     try:
         return COMMANDS[args.command](args)
-    except (AvatarError, AudioFormatError, ModelArtifactError, FileNotFoundError) as exc:
+    except (AvatarError, AudioFormatError, ModelArtifactError, UnsupportedConvention, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -57,6 +57,16 @@ class ManualClock:
         heapq.heappush(self._sleepers, (t, next(self._seq), fut))
         await fut
 
+    def set(self, t: float) -> None:
+        """Move time forward to ``t`` at once, for drivers without an event loop (offline render,
+        unit tests of synchronous objects).  Refused while a sleeper would have to wake: use
+        :meth:`advance` there."""
+        if t < self._t:
+            raise ValueError(f"a clock does not go back ({t} < {self._t})")
+        if self._sleepers and self._sleepers[0][0] <= t:
+            raise RuntimeError("tasks sleep until before that time: use `await clock.advance(dt)`")
+        self._t = float(t)
+
     async def advance(self, dt: float) -> None:
         """Move time forward by ``dt``, waking each sleeper at its own time and letting it run.
 

@@ -1,23 +1,23 @@
 """Streaming Wav2Lip mel: frames computed as soon as their samples exist, kept in a ring.
 
 Mel frame ``j`` is centred on sample ``j*200`` and spans samples ``[j*200 - 400, j*200 + 400)``
-(``realtime.mel``), so it is *complete* once ``j*200 + 400`` samples have arrived; from then on
+(``engines.mel``), so it is *complete* once ``j*200 + 400`` samples have arrived; from then on
 it never changes, and it equals the same frame of ``melspectrogram(whole_signal)`` (pre-emphasis
 carries its one-sample history across pushes).  The last frames of a finished signal lean on zero
 padding past its end; :meth:`MelStream.finish` computes them when a signal is known to be over.
 
 Frame indices are absolute (counted from the first sample since construction or :meth:`reset`),
-which is what ``realtime.windows.window_end`` produces; only the last ``history_s`` seconds are
+which is what ``engines.windows.window_end`` produces; only the last ``history_s`` seconds are
 kept, and a window reaching outside what is kept (or not computed yet) reads as silence, exactly
-as ``realtime.windows.windows_at`` treats the ends of a whole-signal mel.
+as ``engines.windows.windows_at`` treats the ends of a whole-signal mel.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from realtime.mel import HOP, MEL_FPS, N_FFT, N_MELS, SILENCE_VALUE, frames_to_mel, preemphasis
-from realtime.windows import WINDOW
+from engines.mel import HOP, MEL_FPS, N_FFT, N_MELS, SILENCE_VALUE, frames_to_mel, preemphasis
+from engines.windows import WINDOW
 
 __all__ = ["MelStream"]
 

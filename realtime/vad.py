@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import webrtcvad
 
-from realtime.mel import SAMPLE_RATE
-from realtime.windows import frame_count
+from engines.mel import SAMPLE_RATE
+from engines.windows import frame_count
 
 __all__ = ["VadStream", "speech_mask", "FRAME_S", "FRAME_SAMPLES"]
 
@@ -126,7 +126,7 @@ def speech_mask(wav16k: np.ndarray, fps: float = 25.0, n_frames: int | None = No
                 aggressiveness: int = 2, hangover_s: float = 0.15, floor_dbfs: float = -55.0) -> np.ndarray:
     """Offline per-video-frame speech flags (bool, length ``n_frames``) for a whole signal.
 
-    ``n_frames`` defaults to the frames that cover the signal (``realtime.windows.frame_count``);
+    ``n_frames`` defaults to the frames that cover the signal (``engines.windows.frame_count``);
     the last partial 20 ms of audio is zero-padded to a whole VAD frame.
     """
     wav16k = np.asarray(wav16k, dtype=np.float32)

@@ -11,7 +11,7 @@ import torch
 
 from export import audio_net
 from export.audio_net import AudioToMouth, load_checkpoint, load_default
-from realtime.mel import SILENCE_VALUE
+from engines.mel import SILENCE_VALUE
 
 
 def test_output_ranges_and_shape():
@@ -83,8 +83,8 @@ def test_committed_weights_follow_held_out_speech_at_any_level():
     """A held-out voice (slt): opening tracks the phone targets, also 25 dB quieter."""
     from export.evaluate_audio import FPS, net_track, score
     from export.speech_corpus import VOICES, synth_flite
-    from realtime.mel import SAMPLE_RATE
-    from realtime.windows import frame_count
+    from engines.mel import SAMPLE_RATE
+    from engines.windows import frame_count
 
     slt = next(v for v in VOICES if v.name == "flite_slt")
     with tempfile.TemporaryDirectory() as d:

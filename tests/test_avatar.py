@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from export.avatar import DEFAULT_SOURCE, AvatarError, default_avatars_dir, ensure_default_avatar, \
-    load_avatar, prepare_avatar
+from engines.avatar import AvatarError, default_avatars_dir, load_avatar
+from realtime.avatars import load_for_model
+from export.avatar import DEFAULT_SOURCE, ensure_default_avatar, prepare_avatar
 from export.deform_fields import FEATURE_KEYS, FEATURES_VERSION, blend_mask
 from export.landmarks import INNER_LIP_MID, FaceMesh
 
@@ -143,8 +144,9 @@ def test_default_avatar_prepared_once_and_refreshed_when_stale(tmp_path: Path) -
     man = json.loads(man_path.read_text())
     man["features_version"] = FEATURES_VERSION - 1
     man_path.write_text(json.dumps(man))
-    with pytest.raises(AvatarError, match="prepare it again"):
-        load_avatar("default", tmp_path)
+    assert load_avatar("default", tmp_path).features_version == FEATURES_VERSION - 1  # loading reads it as it is
+    with pytest.raises(AvatarError, match="prepare SOURCE --name"):  # the model check refuses it
+        load_for_model(str(tmp_path / "default"), None, FEATURES_VERSION)
     assert ensure_default_avatar(tmp_path).manifest["features_version"] == FEATURES_VERSION
 
 

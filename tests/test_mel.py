@@ -1,15 +1,15 @@
-"""realtime.mel (numpy) against a librosa reference of the Wav2Lip mel recipe."""
+"""engines.mel (numpy) against a librosa reference of the Wav2Lip mel recipe."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from realtime import mel as M
+from engines import mel as M
 
 
 def librosa_mel(wav: np.ndarray) -> np.ndarray:
-    """The Wav2Lip-style recipe written with librosa/scipy, independently of realtime.mel."""
+    """The Wav2Lip-style recipe written with librosa/scipy, independently of engines.mel."""
     librosa = pytest.importorskip("librosa")
     signal = pytest.importorskip("scipy.signal")
     y = signal.lfilter([1.0, -0.97], [1.0], wav.astype(np.float64))

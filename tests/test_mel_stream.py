@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.mel import N_MELS, SILENCE_VALUE, melspectrogram
+from engines.mel import N_MELS, SILENCE_VALUE, melspectrogram
 from realtime.mel_stream import MelStream
-from realtime.windows import WINDOW, windows_at
+from engines.windows import WINDOW, windows_at
 
 
 def feed(stream: MelStream, wav: np.ndarray, sizes) -> list[int]:

@@ -1,4 +1,4 @@
-"""The naive frame path (``--scheduler naive``): per-session timers, batch-1 engine calls.
+"""The benchmarks' naive frame path (``python -m benchmarks.serve --scheduler naive``): per-session timers, batch-1 engine calls.
 
 It is the baseline of the concurrency benchmark, so it must be a correct server path, not a toy:
 on a manual clock, every session ticks on its own timer, each engine call holds one frame, frames
@@ -10,7 +10,6 @@ presenter session is interrupted and closes its mouth.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import numpy as np
@@ -20,6 +19,7 @@ from realtime.clock import ManualClock
 from realtime.server import K_STATE
 from realtime.session import Session
 from realtime.tracks import AvatarVideoTrack, DelayedAudioTrack
+from benchmarks.serve import naive_frame_loop
 from server_harness import connect, flite_speech, serving, speak_then_interrupt
 
 SPEECH = "Hello there. Why would a wide blue map be here? Oh, I am amazed, what a day."
@@ -27,111 +27,98 @@ PRESENTER = "Good morning everyone. Today we will look at a wide open map of the
 LEAD_S, TAIL_S = 1.0, 2.5
 
 
-class _Recording:
-    """The real engine, recording batch sizes, optionally slowed down."""
-
-    def __init__(self, engine, delay_s: float = 0.0) -> None:  # noqa: ANN001
-        self.engine, self.delay_s = engine, delay_s
-        self.manifest, self.name = engine.manifest, "recording"
-        self.batches: list[int] = []
-
-    def add_avatar(self, *a):  # noqa: ANN002, ANN202
-        return self.engine.add_avatar(*a)
-
-    def run(self, mel, rows, gate):  # noqa: ANN001, ANN202
-        self.batches.append(int(mel.shape[0]))
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return self.engine.run(mel, rows, gate)
-
-
-def _session(loop, clock, avatar, sid: str, delivered: list) -> Session:  # noqa: ANN001
+def _session(loop, clock, avatar, sid: str, engine) -> Session:  # noqa: ANN001
     rows = loop.add_avatar(avatar)
-    video = AvatarVideoTrack(clock, loop.grid, loop.renderers[avatar.name].placeholder())
-    s = Session(sid, avatar.name, rows, clock, video, DelayedAudioTrack(clock, loop.grid), fps=25.0,
-                lookahead_s=loop.engine.manifest.lookahead_s)
-    on_frame = s.on_frame
-
-    def record(frame, planes, params, timing=None) -> None:  # noqa: ANN001
-        delivered.append((sid, frame))
-        on_frame(frame, planes, params, timing)
-
-    s.on_frame = record
-    return s
+    video = AvatarVideoTrack(clock, loop.grid, loop.placeholder(avatar.name))
+    return Session(sid, avatar.name, rows, clock, video, DelayedAudioTrack(clock, loop.grid), engine.convention)
 
 
-async def _settle_worker(loop, seconds: float = 1.0) -> None:  # noqa: ANN001
-    """Real time for the pool threads to finish what the manual clock made due."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and any(lane.busy for lane in loop._lanes.values()):
-        await asyncio.sleep(0.005)
+def _frames_by_session(sessions: list[Session]) -> dict[str, list[int]]:
+    """The frame numbers each session's video track was given, in delivery order."""
+    out: dict[str, list[int]] = {}
+    for s in sessions:
+        got = out.setdefault(s.id, [])
+        deliver = s.video.deliver
+
+        def record(planes, meta=None, _got=got, _deliver=deliver) -> None:  # noqa: ANN001
+            _got.append(meta.frame)
+            _deliver(planes, meta)
+
+        s.video.deliver = record
+    return out
 
 
 def test_sessions_tick_on_their_own_timers_with_batch_1_calls(engine, avatar) -> None:
+    from benchmarks.naive_loop import NaiveFrameLoop
+    from gated_engine import GatedEngine
+    from realtime.frame_step import EndSession
     from realtime.metrics import ServerMetrics
-    from realtime.naive_loop import NaiveFrameLoop
 
-    async def go() -> tuple[list, list[int], dict[str, int], float]:
+    async def go() -> tuple[dict, list[int], dict[str, int]]:
         clock = ManualClock(0.0)
-        rec = _Recording(engine)
-        metrics = ServerMetrics("recording", "m")
-        loop = NaiveFrameLoop(rec, clock, metrics)
+        rec = GatedEngine(engine)
+        loop = NaiveFrameLoop(rec, clock, ServerMetrics("recording", "m"))
         loop.start()
-        delivered: list = []
-        a = _session(loop, clock, avatar, "a", delivered)
+        a = _session(loop, clock, avatar, "a", engine)
         loop.add(a)
         await clock.advance(0.013)  # b starts 13 ms later: its own phase
-        b = _session(loop, clock, avatar, "b", delivered)
+        b = _session(loop, clock, avatar, "b", engine)
+        delivered = _frames_by_session([a, b])
         loop.add(b)
         for _ in range(100):  # 1 s in 10 ms steps, letting the pool finish each step
             await clock.advance(0.01)
-            await _settle_worker(loop)
+            await loop.drain()
         assert len(loop) == 2
-        ticks = {sid: lane.ticks for sid, lane in loop._lanes.items()}
-        loop.remove(a)
+        ticks = loop.lane_ticks()
+        loop.post(EndSession("a"))
         assert len(loop) == 1
         await loop.stop()
-        return delivered, rec.batches, ticks, metrics.batch_size._sum.get()
+        return delivered, rec.batches, ticks
 
-    delivered, batches, ticks, _ = asyncio.run(go())
+    delivered, batches, ticks = asyncio.run(go())
     assert batches and set(batches) == {1}, "the naive path must call the engine once per frame"
     assert 24 <= ticks["a"] <= 26 and 23 <= ticks["b"] <= 25, ticks
     for sid in ("a", "b"):
-        frames = [f for s, f in delivered if s == sid]
+        frames = delivered[sid]
         assert len(frames) >= 15, (sid, frames)
         assert frames == sorted(set(frames)), f"frames of {sid} out of order or repeated: {frames}"
 
 
 def test_busy_tick_is_counted_and_interrupt_drops_the_frame_in_flight(engine, avatar) -> None:
+    from benchmarks.naive_loop import NaiveFrameLoop
+    from gated_engine import GatedEngine
+    from realtime.frame_step import Interrupt
     from realtime.metrics import ServerMetrics
-    from realtime.naive_loop import NaiveFrameLoop
 
     async def go() -> None:
         clock = ManualClock(0.0)
-        metrics = ServerMetrics("slow", "m")
-        loop = NaiveFrameLoop(_Recording(engine, delay_s=0.15), clock, metrics)
-        delivered: list = []
-        s = _session(loop, clock, avatar, "s", delivered)
+        metrics = ServerMetrics("gated", "m")
+        gated = GatedEngine(engine, open_=False)
+        loop = NaiveFrameLoop(gated, clock, metrics)
+        s = _session(loop, clock, avatar, "s", engine)
+        delivered = _frames_by_session([s])["s"]
         loop.add(s)
-        clock._t = 0.2
-        loop.tick_session("s", 0.2)  # a frame goes to the (slow) pool
-        assert loop._lanes["s"].busy
-        t0 = time.perf_counter()
-        clock._t = 0.24
-        loop.tick_session("s", 0.24)  # still in flight: plans nothing, returns at once
-        assert time.perf_counter() - t0 < 0.02
+        clock.set(0.2)
+        loop.tick(0.2)  # a frame goes to the pool, which blocks inside the engine
+        await asyncio.get_running_loop().run_in_executor(None, gated.entered.wait, 10)
+        assert loop.busy("s")
+        clock.set(0.24)
+        loop.tick(0.24)  # still in flight: plans nothing
         assert metrics.ticks_busy._value.get() == 1
-        loop.reset(s)  # interrupt while the frame is in flight
-        assert s.fed == 0
-        await _settle_worker(loop)
-        assert not loop._lanes["s"].busy
+        loop.post(Interrupt("s"))  # interrupt while the frame is in flight
+        clock.set(0.26)
+        loop.tick(0.26)  # the event applies at the lane's next step
+        assert s.timeline.origin == 0.26
+        gated.release()
+        await loop.drain()
+        assert not loop.busy("s")
         assert delivered == [] and s.stats.frames_rendered == 0, "a frame of the old timeline was delivered"
-        clock._t = 0.5
-        # a frame of the new timeline (0.26 s + the presenter lead of 0.09 s: <= frame 8), not of the
+        clock.set(0.5)
+        # a frame of the new timeline (0.24 s + the presenter lead of 0.09 s: <= frame 8), not of the
         # old one (0.59 s: frame 13)
-        loop.tick_session("s", 0.5)
-        await _settle_worker(loop)
-        assert len(delivered) == 1 and delivered[0][1] <= 8, delivered
+        loop.tick(0.5)
+        await loop.drain()
+        assert len(delivered) == 1 and delivered[0] <= 8, delivered
         await loop.stop()
 
     asyncio.run(go())
@@ -147,7 +134,7 @@ def call(engine, avatar, tmp_path_factory) -> dict:
     box = tuple(int(v) for v in avatar.mouth_boxes[0])
 
     async def run() -> dict:
-        async with serving(engine, scheduler="naive") as (base, app):
+        async with serving(engine, frame_loop=naive_frame_loop) as (base, app):
             assert type(app[K_STATE].loop).__name__ == "NaiveFrameLoop"
             async with aiohttp.ClientSession() as http:
                 # a mic call alone (as in test_server_stream: two calls in this one process would

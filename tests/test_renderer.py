@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.avatar import DEFAULT_SOURCE, load_avatar, prepare_avatar  # noqa: E402
+from engines.avatar import load_avatar
+from export.avatar import DEFAULT_SOURCE, prepare_avatar  # noqa: E402
 from export.deform_fields import FEATURE_KEYS  # noqa: E402
 from export.renderer import MouthRenderer  # noqa: E402
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from engines.audio_convention import AudioConvention
 from engines.base import EngineOutput
 from realtime.audio_frontend import AudioFrontEnd
 from realtime.scheduler import FrameScheduler
 
 
 def _front(seconds: float, seed: int = 0) -> AudioFrontEnd:
-    f = AudioFrontEnd(fps=25, lookahead_s=0.04)
+    f = AudioFrontEnd(AudioConvention.wav2lip(0.04))
     wav = (np.random.default_rng(seed).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
     for i in range(0, wav.size, 320):
         f.push(wav[i:i + 320])
@@ -69,11 +70,11 @@ def test_complete_routes_outputs_and_skips_removed_sessions():
 
 
 def test_windows_match_the_offline_mel():
-    from realtime.mel import melspectrogram
-    from realtime.windows import frame_windows
+    from engines.mel import melspectrogram
+    from engines.windows import frame_windows
 
     wav = (np.random.default_rng(5).standard_normal(16000) * 0.2).astype(np.float32)
-    front = AudioFrontEnd(fps=25, lookahead_s=0.04)
+    front = AudioFrontEnd(AudioConvention.wav2lip(0.04))
     for i in range(0, wav.size, 320):
         front.push(wav[i:i + 320])
     s = FrameScheduler(max_batch=64)

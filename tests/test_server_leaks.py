@@ -52,6 +52,7 @@ def test_connect_disconnect_cycles_do_not_leak(engine) -> None:
                             assert r.status == 200
                     await client.close()
                     assert await _wait(lambda: not state.sessions), f"cycle {i}: session not cleaned up"
+                    await _wait(lambda: len(state.loop) == 0)  # the end event applies on the next tick
                     leftovers.append(len(state.loop))
                     if i in (4, CYCLES - 1):
                         await asyncio.sleep(0.3)  # let aiortc's closing tasks finish

@@ -7,8 +7,8 @@ import pytest
 
 from export import augment
 from export.phonemes import Segments
-from realtime.mel import MEL_FPS, SAMPLE_RATE
-from realtime.windows import windows_at
+from engines.mel import MEL_FPS, SAMPLE_RATE
+from engines.windows import windows_at
 
 
 def test_speed_change_rescales_length():

@@ -1,12 +1,12 @@
-"""realtime.windows: which mel frames form the window of video frame k."""
+"""engines.windows: which mel frames form the window of video frame k."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from realtime.mel import N_MELS, SILENCE_VALUE
-from realtime.windows import WINDOW, frame_count, frame_windows, window_end, windows_at
+from engines.mel import N_MELS, SILENCE_VALUE
+from engines.windows import WINDOW, frame_count, frame_windows, window_end, windows_at
 
 
 def ramp_mel(t: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.mel import MEL_FPS, N_MELS, SILENCE_VALUE
+from engines.mel import MEL_FPS, N_MELS, SILENCE_VALUE
 
 WINDOW = 16  # mel frames per model input (200 ms)
 

@@ -35,7 +35,11 @@ SILENCE_VALUE = -MAX_ABS_VALUE  # what a window holds where there is no audio ye
 
 @dataclass(frozen=True)
 class MelConvention:
-    """The audio convention a model was trained with; recorded in every model manifest."""
+    """The mel front end a model was trained with; recorded in every model manifest (``audio``).
+
+    This module computes exactly one convention, the default values; a manifest that records any
+    other is refused by ``engines.audio_convention`` rather than served with the wrong features.
+    """
 
     sample_rate: int = SAMPLE_RATE
     n_fft: int = N_FFT
@@ -45,6 +49,10 @@ class MelConvention:
     fmin: float = FMIN
     fmax: float = FMAX
     preemphasis: float = PREEMPHASIS
+    ref_level_db: float = REF_LEVEL_DB
+    min_level_db: float = MIN_LEVEL_DB
+    max_abs_value: float = MAX_ABS_VALUE
+    silence_value: float = SILENCE_VALUE
     name: str = "wav2lip-mel-v1"
 
 

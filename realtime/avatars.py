@@ -1,0 +1,73 @@
+"""The server's avatars: each loaded once, checked against the model, registered with the frame loop.
+
+Loading reads the prepared avatar (``engines.avatar``) off the event loop.  The built-in avatar
+is prepared on first use, which is the one place the serving path runs ``export``'s torch-free
+preparation.  An avatar prepared for another model is refused with the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from engines.avatar import Avatar, AvatarError, default_avatars_dir, load_avatar
+
+__all__ = ["AvatarRegistry", "AVATAR_NAME", "load_for_model"]
+
+AVATAR_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class _Loop(Protocol):
+    def add_avatar(self, avatar: Avatar) -> np.ndarray: ...
+
+
+def load_for_model(name: str, avatars_dir: Path | None, features_version: int) -> Avatar:
+    """Load an avatar by name or path (the built-in one prepared on first use), checked for the model."""
+    directory = Path(avatars_dir or default_avatars_dir())
+    if name == "default":
+        from export.avatar import ensure_default_avatar  # torch-free preparation, first use only
+
+        avatar = ensure_default_avatar(directory)
+    else:
+        avatar = load_avatar(name, directory)
+    if avatar.features_version != features_version:
+        raise AvatarError(
+            f"avatar {name!r} was prepared for renderer features v{avatar.features_version}, the model "
+            f"needs v{features_version}: run `lipstream prepare SOURCE --name {name}` again")
+    return avatar
+
+
+class AvatarRegistry:
+    def __init__(self, loop: _Loop, features_version: int, avatars_dir: Path | None = None) -> None:
+        self.loop = loop
+        self.features_version = features_version
+        self.avatars_dir = avatars_dir
+        self._loaded: dict[str, tuple[Avatar, np.ndarray]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, name: str) -> tuple[Avatar, np.ndarray]:
+        """The avatar and its engine rows; AvatarError if there is none by that name."""
+        if name in self._loaded:
+            return self._loaded[name]
+        if not AVATAR_NAME.match(name):
+            raise AvatarError(f"invalid avatar name {name!r}")
+        async with self._lock:
+            if name not in self._loaded:
+                avatar = await asyncio.get_running_loop().run_in_executor(
+                    None, load_for_model, name, self.avatars_dir, self.features_version)
+                self._loaded[name] = (avatar, self.loop.add_avatar(avatar))
+        return self._loaded[name]
+
+    def names_on_disk(self, default: str) -> list[str]:
+        """Prepared avatars by name (directories with a manifest), for the browser client's list."""
+        root = Path(self.avatars_dir or default_avatars_dir())
+        names = {default, "default"}
+        if root.is_dir():
+            names.update(d.name for d in root.iterdir()  # dot-dirs are avatars being written
+                         if AVATAR_NAME.match(d.name) and not d.name.startswith(".")
+                         and (d / "manifest.json").is_file())
+        return sorted(names)
