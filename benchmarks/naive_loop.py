@@ -71,6 +71,8 @@ class NaiveFrameLoop:
         return self._placeholders.add_avatar(avatar)
 
     def drop_avatar(self, name: str) -> None:
+        if any(s.avatar_name == name for lane in self._lanes.values() for s in lane.step.sessions.values()):
+            raise RuntimeError(f"avatar {name!r} is still in use")
         self._avatars.pop(name, None)
         self._placeholders.drop_avatar(name)
 

@@ -23,6 +23,7 @@ AVATAR_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 class _Loop(Protocol):
     def add_avatar(self, avatar: Avatar) -> np.ndarray: ...
+    def drop_avatar(self, name: str) -> None: ...
 
 
 def load_for_model(name: str, avatars_dir: Path | None, features_version: int) -> Avatar:
@@ -42,16 +43,20 @@ def load_for_model(name: str, avatars_dir: Path | None, features_version: int) -
 
 
 class AvatarRegistry:
-    def __init__(self, loop: _Loop, features_version: int, avatars_dir: Path | None = None) -> None:
+    def __init__(self, loop: _Loop, features_version: int, avatars_dir: Path | None = None, *,
+                 keep: str = "default", max_loaded: int = 8) -> None:
         self.loop = loop
         self.features_version = features_version
         self.avatars_dir = avatars_dir
-        self._loaded: dict[str, tuple[Avatar, np.ndarray]] = {}
+        self.keep = keep  # the server's default avatar: never evicted
+        self.max_loaded = max_loaded  # avatars kept loaded beyond those in use (LRU)
+        self._loaded: dict[str, tuple[Avatar, np.ndarray]] = {}  # in use order, oldest first
         self._lock = asyncio.Lock()
 
     async def get(self, name: str) -> tuple[Avatar, np.ndarray]:
         """The avatar and its engine rows; AvatarError if there is none by that name."""
         if name in self._loaded:
+            self._loaded[name] = self._loaded.pop(name)  # most recently used
             return self._loaded[name]
         if not AVATAR_NAME.match(name):
             raise AvatarError(f"invalid avatar name {name!r}")
@@ -60,7 +65,25 @@ class AvatarRegistry:
                 avatar = await asyncio.get_running_loop().run_in_executor(
                     None, load_for_model, name, self.avatars_dir, self.features_version)
                 self._loaded[name] = (avatar, self.loop.add_avatar(avatar))
+                self._evict(but=name)
         return self._loaded[name]
+
+    def _evict(self, but: str) -> None:
+        """Past ``max_loaded``, forget the least recently used avatars no session uses, so the
+        engine's feature tables and the renderers do not grow as avatars come and go."""
+        for name in list(self._loaded):
+            if len(self._loaded) <= self.max_loaded:
+                return
+            if name in (but, self.keep):
+                continue
+            try:
+                self.loop.drop_avatar(name)
+            except RuntimeError:  # a session still shows it
+                continue
+            del self._loaded[name]
+
+    def __len__(self) -> int:
+        return len(self._loaded)
 
     def names_on_disk(self, default: str) -> list[str]:
         """Prepared avatars by name (directories with a manifest), for the browser client's list."""

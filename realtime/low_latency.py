@@ -21,6 +21,7 @@ idempotent; :func:`uninstall` restores aiortc's originals.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Callable
 
 from aiortc import rtcrtpreceiver, rtcrtpsender
@@ -30,7 +31,12 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer
 
 __all__ = ["AUDIO_PREFETCH", "BitrateDamper", "DampedH264Encoder", "DampedVp8Encoder",
-           "ENCODE_OBSERVERS", "JITTER_OBSERVERS", "install", "installed", "uninstall"]
+           "ENCODE_OBSERVERS", "JITTER_OBSERVERS", "install", "installed", "uninstall", "live_audio_buffers",
+           "live_encoders"]
+
+_LIVE_BUFFERS: weakref.WeakSet = weakref.WeakSet()  # the audio jitter buffers made while installed
+_LIVE_ENCODERS: weakref.WeakSet = weakref.WeakSet()
+_installs = 0
 
 AUDIO_PREFETCH = 1
 BITRATE_LADDER = (300_000, 500_000, 800_000, 1_200_000, 1_500_000)  # bps
@@ -67,6 +73,7 @@ def _damped(base: type) -> type:
         def __init__(self) -> None:
             super().__init__()
             self.damper = BitrateDamper(initial=base.target_bitrate.fget(self))
+            _LIVE_ENCODERS.add(self)
 
         @property
         def target_bitrate(self) -> int:
@@ -98,7 +105,9 @@ class _TimedJitterBuffer(JitterBuffer):
 
     def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
+        self.prefetch_frames = prefetch  # what this buffer waits for before releasing the first frame
         self._arrived: dict[int, float] = {}  # RTP timestamp -> arrival of its first packet
+        _LIVE_BUFFERS.add(self)
 
     def add(self, packet):  # noqa: ANN001, ANN201 - aiortc's signature
         now = time.monotonic()
@@ -131,13 +140,30 @@ def _damped_get_encoder(codec):  # noqa: ANN001, ANN202 - aiortc's signature
 
 
 def install() -> None:
+    """Rebind aiortc's factories; counted, so every ``install`` is undone by one ``uninstall``."""
+    global _installs
+    _installs += 1
     rtcrtpreceiver.JitterBuffer = _low_latency_jitter_buffer
     rtcrtpsender.get_encoder = _damped_get_encoder
 
 
 def uninstall() -> None:
-    rtcrtpreceiver.JitterBuffer = JitterBuffer
-    rtcrtpsender.get_encoder = _aiortc_get_encoder
+    """Undo one ``install``; aiortc's own factories come back when the last user is gone."""
+    global _installs
+    _installs = max(0, _installs - 1)
+    if _installs == 0:
+        rtcrtpreceiver.JitterBuffer = JitterBuffer
+        rtcrtpsender.get_encoder = _aiortc_get_encoder
+
+
+def live_audio_buffers() -> list[JitterBuffer]:
+    """The low-latency audio jitter buffers still alive (what tests and debugging inspect)."""
+    return list(_LIVE_BUFFERS)
+
+
+def live_encoders() -> list[object]:
+    """The damped video encoders still alive."""
+    return list(_LIVE_ENCODERS)
 
 
 def installed() -> bool:

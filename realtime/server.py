@@ -115,7 +115,8 @@ class ServerState:
         low_latency.ENCODE_OBSERVERS.append(self.latency.observe_encode)
         low_latency.JITTER_OBSERVERS.append(self.latency.observe_jitter)
         self.loop = (config.frame_loop or batched_frame_loop)(engine, self.clock, self.metrics, config)
-        self.avatars = AvatarRegistry(self.loop, engine.manifest.features_version, config.avatars_dir)
+        self.avatars = AvatarRegistry(self.loop, engine.manifest.features_version, config.avatars_dir,
+                                      keep=config.avatar)
         self.sessions = SessionRegistry(self.loop, self.clock, engine.convention, self.metrics, self.latency,
                                         max_sessions=config.max_sessions, max_speech_s=config.max_speech_s,
                                         connect_timeout_s=config.connect_timeout_s)
@@ -133,6 +134,7 @@ class ServerState:
                               (low_latency.JITTER_OBSERVERS, self.latency.observe_jitter)):
             if fn in observers:
                 observers.remove(fn)
+        low_latency.uninstall()
 
     def session(self, request: web.Request) -> Session:
         sid = request.match_info["sid"]

@@ -10,7 +10,7 @@ import pytest
 
 from realtime.clock import ManualClock, TickGrid, wait_event_until
 from realtime.idle_motion import IdleMotion
-from realtime.low_latency import BitrateDamper, DampedVp8Encoder, install, installed
+from realtime.low_latency import BitrateDamper, DampedVp8Encoder, install, installed, live_audio_buffers, uninstall
 from engines.audio_convention import AudioConvention
 from realtime.frame_meta import FrameMeta, FrameTiming
 from realtime.session import Session
@@ -210,17 +210,26 @@ def test_bitrate_damper_moves_in_few_steps() -> None:
 
 
 def test_low_latency_install_caps_audio_prefetch_and_damps_encoders() -> None:
-    install()
-    assert installed()
     from aiortc import rtcrtpreceiver, rtcrtpsender
+    from aiortc.jitterbuffer import JitterBuffer
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    assert rtcrtpreceiver.JitterBuffer(capacity=16, prefetch=4)._prefetch == 1
-    assert rtcrtpreceiver.JitterBuffer(capacity=512, is_video=True)._is_video
-    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
-    assert isinstance(enc, DampedVp8Encoder)
-    enc.target_bitrate = 540_000  # +8%: stays
-    assert enc.target_bitrate == 500_000
+    was = installed()
+    install()
+    try:
+        assert installed()
+        audio = rtcrtpreceiver.JitterBuffer(capacity=16, prefetch=4)
+        assert audio.prefetch_frames == 1 and audio in live_audio_buffers()
+        assert not hasattr(rtcrtpreceiver.JitterBuffer(capacity=512, is_video=True), "prefetch_frames")
+        enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+        assert isinstance(enc, DampedVp8Encoder)
+        enc.target_bitrate = 540_000  # +8%: stays
+        assert enc.target_bitrate == 500_000
+    finally:
+        uninstall()
+    assert installed() == was  # undone: aiortc's own factory is back unless someone else installed
+    if not was:
+        assert rtcrtpreceiver.JitterBuffer is JitterBuffer
 
 
 def test_idle_motion_is_subtle_and_alive() -> None:
@@ -275,3 +284,43 @@ def test_frame_stages_add_up_to_the_latency() -> None:
     # a window completed "after" its tick (clock granularity) is clamped, never negative
     late = FrameMeta("s", 7, 10.0, 10.2, FrameTiming(10.08, 0.004, 0.001, 10.09)).stages(10.1)
     assert min(late.values()) >= 0 and sum(late.values()) == pytest.approx(0.1)
+
+
+def test_avatar_registry_forgets_unused_avatars_but_never_one_in_use(engine, avatar, tmp_path) -> None:
+    """Avatars come and go: past ``max_loaded`` the least recently used unused one is dropped, so
+    the engine's tables stay bounded; the avatar a live session shows is kept."""
+    import json
+    import shutil
+
+    from realtime.avatars import AvatarRegistry
+    from realtime.frame_loop import FrameLoop
+
+    names = [f"a{i}" for i in range(6)]
+    for name in names:
+        shutil.copytree(avatar.path, tmp_path / name)
+        man = json.loads((tmp_path / name / "manifest.json").read_text())
+        man["name"] = name
+        (tmp_path / name / "manifest.json").write_text(json.dumps(man))
+
+    async def go() -> tuple[list[int], int, bool]:
+        clock = ManualClock(0.0)
+        loop = FrameLoop(engine, clock)
+        reg = AvatarRegistry(loop, engine.manifest.features_version, tmp_path, keep="a0", max_loaded=2)
+        await reg.get("a0")
+        held, rows = await reg.get("a1")
+        video = AvatarVideoTrack(clock, loop.grid, loop.placeholder("a1"))
+        s = Session("s", "a1", rows, clock, video, DelayedAudioTrack(clock, loop.grid), engine.convention)
+        loop.add(s)  # a1 is in use from now on
+        sizes = []
+        for name in names[2:]:
+            await reg.get(name)
+            sizes.append(len(reg))
+        kept = "a1" in loop.step.renderers and "a0" in loop.step.renderers
+        await loop.stop()
+        return sizes, engine.table_rows, kept
+
+    rows_before = engine.table_rows
+    sizes, rows_after, kept = asyncio.run(go())
+    assert max(sizes) <= 3, sizes  # the default, the one in use, the newest
+    assert kept, "evicted the default avatar or the one a session shows"
+    assert rows_after - rows_before <= 4 * avatar.n_frames  # 3 kept + the one loaded before evicting
