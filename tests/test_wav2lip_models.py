@@ -119,6 +119,19 @@ def test_public_format_loads_strictly_and_auto_detects(models, ckpts, kind, form
     assert load_generator(ckpts[kind][form], variant=kind).kind == kind
 
 
+def test_legacy_serialization_loads(models, tmp_path):
+    """The 2020 release files predate torch's zip format; weights_only loading reads both."""
+    path = tmp_path / "legacy.pth"
+    sd = models[KIND_96].state_dict()
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "global_step": 1}, path,
+               _use_new_zipfile_serialization=False)
+    gen = load_generator(path)
+    assert gen.kind == KIND_96 and torch.equal(gen.state_dict()["output_block.1.weight"], sd["output_block.1.weight"])
+    path.write_bytes(path.read_bytes()[:200_000])
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: .*truncated"):
+        load_generator(path)
+
+
 def test_fp16_checkpoint_and_missing_batch_counters_are_accepted(models):
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in models[KIND_96].state_dict().items()
           if not k.endswith("num_batches_tracked")}
@@ -235,7 +248,9 @@ def test_window_rule_matches_wav2lip_inference():
 
 @pytest.mark.parametrize("kind", [KIND_96, KIND_256])
 def test_export_writes_graphs_json_and_matches_torch(models, ckpts, kind, tmp_path):
-    out = export_wav2lip(ckpts[kind]["wrapped"], tmp_path / "model", fp16=True)
+    # The built-in parity check runs for the 96 px model; for the 256 px one (slow on CPU) this
+    # test's own check below covers it, at a batch other than the traced one.
+    out = export_wav2lip(ckpts[kind]["wrapped"], tmp_path / "model", fp16=True, check=kind == KIND_96)
     doc = json.loads((out / "wav2lip.json").read_text())
     spec = variant(kind)
     s = spec.face_size
@@ -252,16 +267,17 @@ def test_export_writes_graphs_json_and_matches_torch(models, ckpts, kind, tmp_pa
             g = doc["graphs"][precision][part]
             assert g["sha256"] == sha256_file(out / g["file"])
             assert set(check_ops(out / g["file"])) <= ALLOWED_OPS
-    parity = doc["parity"]["torch_full_vs_onnxruntime_prepare_step"]
-    assert parity["fp32"]["max_abs"] < 1e-4
-    assert parity["fp16"]["mean_abs"] < 3e-3 and parity["fp16"]["max_abs"] < 5e-2
+    if kind == KIND_96:
+        parity = doc["parity"]["torch_full_vs_onnxruntime_prepare_step"]
+        assert parity["fp32"]["max_abs"] < 1e-4
+        assert parity["fp16"]["mean_abs"] < 3e-3 and parity["fp16"]["max_abs"] < 5e-2
 
     # the dynamic batch axis, fp32 and fp16, against the torch full forward on fresh inputs
     batch = 3 if kind == KIND_96 else 1
     mel, face6 = _inputs(kind, batch, seed=11)
     with torch.no_grad():
         ref = models[kind](mel, face6).numpy()
-    for precision, dtype, tol in (("fp32", np.float32, 1e-4), ("fp16", np.float16, 5e-2)):
+    for precision, dtype, tol, mean_tol in (("fp32", np.float32, 1e-4, 1e-5), ("fp16", np.float16, 5e-2, 3e-3)):
         prep = ort.InferenceSession(str(out / doc["graphs"][precision]["prepare"]["file"]),
                                     providers=["CPUExecutionProvider"])
         step = ort.InferenceSession(str(out / doc["graphs"][precision]["step"]["file"]),
@@ -272,7 +288,8 @@ def test_export_writes_graphs_json_and_matches_torch(models, ckpts, kind, tmp_pa
         assert [sk.shape[1:] for sk in skips] == spec.skip_shapes and skips[0].dtype == dtype
         crop = step.run(None, {"mel": mel.numpy().astype(dtype), **dict(zip(spec.skip_names, skips))})[0]
         assert crop.shape == (batch, 3, s, s) and crop.dtype == dtype
-        assert float(np.abs(crop.astype(np.float32) - ref).max()) < tol, precision
+        diff = np.abs(crop.astype(np.float32) - ref)
+        assert float(diff.max()) < tol and float(diff.mean()) < mean_tol, precision
 
 
 def test_cli_bad_checkpoint_exits_2(tmp_path, capsys):

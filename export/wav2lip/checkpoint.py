@@ -37,9 +37,9 @@ def _names(keys, n: int = _LIST) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def read_checkpoint(path: Path | str) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with the failure modes turned into CheckpointError."""
-    import pickle
+def read_checkpoint(path: Path | str) -> Any:
+    """``torch.load(weights_only=True)`` with its failure modes turned into CheckpointError."""
+    import re
 
     import torch
 
@@ -47,20 +47,28 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError, ...
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
             raise CheckpointError(
-                f"not a plain-tensor PyTorch checkpoint: {path} holds pickled Python objects that "
-                f"safe loading (torch.load weights_only=True) refuses ({first}). Re-save it as "
-                "{'state_dict': model.state_dict()} in the environment that made it.") from exc
-        raise CheckpointError(f"not a PyTorch checkpoint: {path} ({first})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (the file looks truncated or corrupt: download it again)" if path.stat().st_size else " (empty file)"
-        raise CheckpointError(f"not a PyTorch checkpoint: {path}: {first}{hint}") from exc
-    return obj
+                f"not a plain-tensor PyTorch checkpoint: {path} holds pickled Python objects "
+                f"({found.group(1)}) that safe loading (torch.load weights_only=True) refuses to run; "
+                "re-save it as {'state_dict': model.state_dict()} where it was made") from exc
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        reason = (found.group(1) if found else (text.strip().splitlines() or [type(exc).__name__])[0]).strip()
+        if len(reason) > 100 and ". " in reason:
+            reason = reason.split(". ")[0]
+        if not reason or reason.isdigit():
+            reason = f"{type(exc).__name__} {reason}".strip()
+        size = path.stat().st_size
+        hint = ("empty file" if size == 0 else
+                "the file looks truncated or corrupt: download it again"
+                if any(w in text for w in ("zip archive", "central directory", "unexpected EOF", "corrupt"))
+                or isinstance(exc, EOFError) else
+                f"{size} bytes that are neither a torch zip archive nor a tensor pickle")
+        raise CheckpointError(f"not a PyTorch checkpoint: {path}: {reason} ({hint})") from exc
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Any]:
@@ -170,10 +178,6 @@ def load_generator(path: Path | str, variant: str = "auto"):
 
     Returns an eval-mode fp32 ``Wav2LipGenerator`` with the checkpoint's weights loaded strictly.
     """
-    import torch
-
-    from export.wav2lip.models import Wav2LipGenerator
-
     if variant != "auto" and variant not in KINDS:
         raise CheckpointError(f"unknown variant {variant!r}; choose auto, {', '.join(KINDS)}")
     state = extract_state_dict(read_checkpoint(path), source=str(path))
@@ -181,6 +185,7 @@ def load_generator(path: Path | str, variant: str = "auto"):
 
 
 def generator_from_state(state: Mapping[str, Any], variant: str = "auto"):
+    """The eval-mode generator for an already extracted ``state`` (see :func:`load_generator`)."""
     import torch
 
     from export.wav2lip.models import Wav2LipGenerator
