@@ -44,6 +44,13 @@ class ModelManifest:
     # The PyTorch form for the torch engine: {"builder": "module:function", "weights": file, "sha256"}
     torch: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # training info, scores, ...
+    # "deform": the built-in audio net + warp renderer; "wav2lip" / "wav2lip-livetalking": an image
+    # generator converted from a user's checkpoint, whose avatar features come from ``prepare``
+    kind: str = "deform"
+    # precision -> the graph that turns avatar pixels into the cached features (image generators)
+    prepare: dict[str, str] = field(default_factory=dict)
+    # the image generator's face convention: size, colour order, scaling, mask, box padding, ...
+    face: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -74,6 +81,16 @@ class ModelManifest:
     def convention(self) -> AudioConvention:
         """The audio convention to feed this model (raises UnsupportedConvention if not servable)."""
         return AudioConvention.from_manifest(self)
+
+    @property
+    def is_image_generator(self) -> bool:
+        """The avatar features are the model's own (its prepare graph), not the built-in renderer's."""
+        return self.kind != "deform"
+
+    def prepare_path(self, directory: Path | str, precision: str = "fp32") -> Path:
+        if precision not in self.prepare:
+            raise ModelArtifactError(f"model {self.name} has no {precision} prepare graph (has {sorted(self.prepare)})")
+        return Path(directory) / self.prepare[precision]
 
     def onnx_path(self, directory: Path | str, precision: str = "fp32") -> Path:
         if precision not in self.onnx:

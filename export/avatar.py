@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.manifest import ModelManifest
 from engines.avatar import AVATAR_FORMAT_VERSION, Avatar, AvatarError, default_avatars_dir, load_avatar, \
     write_avatar
 from export.deform_fields import FEATURE_KEYS, FEATURES_VERSION, LOWER_DROP, MouthFrame, blend_mask, \
@@ -162,8 +163,12 @@ def extract_crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
 
 def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int = 128,
-                   progress: Progress | None = None, max_frames: int = 250) -> Path:
-    """Prepare ``source`` (portrait image or video) as avatar ``name``; returns its directory."""
+                   progress: Progress | None = None, max_frames: int = 250, model_dir: Path | None = None) -> Path:
+    """Prepare ``source`` (portrait image or video) as avatar ``name``; returns its directory.
+
+    ``model_dir``: prepare it for that model instead of the built-in one — an image generator
+    (Wav2Lip family) gets its own face boxes, mask and prepare-graph features.
+    """
     source = Path(source)
     if not name or "/" in name or name.startswith("."):
         raise AvatarError(f"invalid avatar name {name!r}: use letters, digits, '-' or '_'")
@@ -176,6 +181,10 @@ def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int
     if kind == "video":
         lms = _gaussian_smooth(lms, sigma=1.0)
     hw = frames.shape[1:3]
+    model = ModelManifest.load(model_dir) if model_dir is not None else None
+    if model is not None and model.is_image_generator:
+        return _prepare_for_generator(source, name, avatars_dir, frames, lms, kind, fps, model, Path(model_dir),
+                                      progress)
     boxes = choose_boxes(lms, hw)
     per_frame = []
     for frame, box, lm in zip(frames, boxes, lms):
@@ -183,7 +192,19 @@ def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int
         crop = extract_crop(frame, box, crop_size)
         per_frame.append(frame_features(crop, (lm - box[:2]) * scale))
     features = stack_features(per_frame)
-    manifest = {
+    manifest = _avatar_manifest(name, source, kind, frames, fps, crop_size, FEATURES_VERSION, FEATURE_KEYS)
+    dest = Path(avatars_dir) / name
+    arrays = {"frames": frames, "boxes": boxes, "mask": blend_mask(crop_size),
+              "mouth_boxes": mouth_boxes(lms, hw)}
+    write_avatar(dest, arrays, features, manifest)
+    log.info("prepared avatar %r: %d frame(s) at %s", name, len(frames), dest)
+    return dest
+
+
+def _avatar_manifest(name: str, source: Path, kind: str, frames: np.ndarray, fps: float, crop_size: int,
+                     features_version: int, feature_keys: tuple[str, ...] | list[str], **more: object) -> dict:
+    hw = frames.shape[1:3]
+    return {
         "name": name,
         "version": AVATAR_FORMAT_VERSION,
         "source": str(source.resolve()),
@@ -193,26 +214,57 @@ def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int
         "n_frames": int(len(frames)),
         "fps": fps,
         "crop_size": int(crop_size),
-        "features_version": FEATURES_VERSION,
-        "feature_keys": list(FEATURE_KEYS),
+        "features_version": int(features_version),
+        "feature_keys": list(feature_keys),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **more,
     }
+
+
+def _prepare_for_generator(source: Path, name: str, avatars_dir: Path, frames: np.ndarray, lms: np.ndarray,
+                           kind: str, fps: float, model: ModelManifest, model_dir: Path,
+                           progress: Progress | None) -> Path:
+    """An image generator's avatar: its face boxes and mask, and its prepare graph's features."""
+    from export.face_features import face_blend_mask, face_boxes, face_inputs, run_prepare
+
+    hw = frames.shape[1:3]
+    size = int(model.face["size"])
+    try:
+        boxes = face_boxes(lms, hw, list(model.face.get("pads", [0, 10, 0, 0])),
+                           smooth=lambda b, sigma: _gaussian_smooth(b, sigma))
+    except ValueError as exc:
+        raise AvatarError(f"{source}: {exc}; use a larger portrait") from exc
+    features = run_prepare(model_dir, model, face_inputs(frames, boxes, model.face), progress=progress)
+    manifest = _avatar_manifest(name, source, kind, frames, fps, size, model.features_version, model.feature_keys,
+                                model=model.name, model_kind=model.kind)
     dest = Path(avatars_dir) / name
-    arrays = {"frames": frames, "boxes": boxes, "mask": blend_mask(crop_size),
-              "mouth_boxes": mouth_boxes(lms, hw)}
+    arrays = {"frames": frames, "boxes": boxes, "mask": face_blend_mask(size), "mouth_boxes": mouth_boxes(lms, hw)}
     write_avatar(dest, arrays, features, manifest)
-    log.info("prepared avatar %r: %d frame(s) at %s", name, len(frames), dest)
+    log.info("prepared avatar %r for model %s: %d frame(s), %.1f MB of features", name, model.name, len(frames),
+             sum(v.nbytes for v in features.values()) / 1e6)
     return dest
 
 
-def ensure_default_avatar(avatars_dir: Path | None = None) -> Avatar:
-    """The built-in avatar (a NASA public-domain portrait), prepared on first use or when stale."""
+def default_avatar_name(model: ModelManifest | None = None) -> str:
+    """The built-in avatar's name for a model: ``default``, or ``default-<model>`` for a model with
+    features of its own (an avatar holds the features of exactly one model)."""
+    return DEFAULT_AVATAR if model is None or not model.is_image_generator else f"{DEFAULT_AVATAR}-{model.name}"
+
+
+def ensure_default_avatar(avatars_dir: Path | None = None, model_dir: Path | None = None) -> Avatar:
+    """The built-in avatar (a NASA public-domain portrait), prepared on first use or when stale —
+    for the built-in model, or for ``model_dir``'s model."""
     avatars_dir = Path(avatars_dir or default_avatars_dir())
+    model = ModelManifest.load(model_dir) if model_dir is not None else None
+    if model is not None and not model.is_image_generator:
+        model, model_dir = None, None
+    name = default_avatar_name(model)
+    want = model.features_version if model is not None else FEATURES_VERSION
     try:
-        avatar = load_avatar(DEFAULT_AVATAR, avatars_dir)
-        if avatar.features_version == FEATURES_VERSION:
+        avatar = load_avatar(name, avatars_dir)
+        if avatar.features_version == want:
             return avatar
     except AvatarError:
         pass
-    prepare_avatar(DEFAULT_SOURCE, DEFAULT_AVATAR, avatars_dir)
-    return load_avatar(DEFAULT_AVATAR, avatars_dir)
+    prepare_avatar(DEFAULT_SOURCE, name, avatars_dir, model_dir=model_dir)
+    return load_avatar(name, avatars_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.manifest import ModelManifest, sha256_file
+from engines.manifest import DEFAULT_MODEL_DIR, ModelManifest, sha256_file
 from export.export_args import add_export_arguments
 from engines.mel import MelConvention
 from engines.windows import WINDOW
@@ -163,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "source", None):
+        if args.checkpoint is None:
+            print(f"error: --from {args.source} needs the checkpoint file: lipstream export --from {args.source} "
+                  "CKPT --out DIR", file=sys.stderr)
+            return 2
+        from export.wav2lip_serving import run as run_wav2lip
+
+        return run_wav2lip(args)
+    if args.checkpoint is not None:
+        print("error: a checkpoint is converted with --from wav2lip|wav2lip-livetalking", file=sys.stderr)
+        return 2
+    args.out = args.out or DEFAULT_MODEL_DIR
     if args.model != "default":
         print(f"error: unknown model {args.model!r}; only 'default' is built in", file=sys.stderr)
         return 2

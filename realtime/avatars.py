@@ -26,26 +26,30 @@ class _Loop(Protocol):
     def drop_avatar(self, name: str) -> None: ...
 
 
-def load_for_model(name: str, avatars_dir: Path | None, features_version: int) -> Avatar:
-    """Load an avatar by name or path (the built-in one prepared on first use), checked for the model."""
+def load_for_model(name: str, avatars_dir: Path | None, features_version: int,
+                   model_dir: Path | None = None) -> Avatar:
+    """Load an avatar by name or path (the built-in one prepared on first use, for ``model_dir``'s
+    model when it has avatar features of its own), checked for the model."""
     directory = Path(avatars_dir or default_avatars_dir())
     if name == "default":
         from export.avatar import ensure_default_avatar  # torch-free preparation, first use only
 
-        avatar = ensure_default_avatar(directory)
+        avatar = ensure_default_avatar(directory, model_dir)
     else:
         avatar = load_avatar(name, directory)
     if avatar.features_version != features_version:
         raise AvatarError(
             f"avatar {name!r} was prepared for renderer features v{avatar.features_version}, the model "
-            f"needs v{features_version}: run `lipstream prepare SOURCE --name {name}` again")
+            f"needs v{features_version}: run `lipstream prepare SOURCE --name {name}"
+            f"{'' if model_dir is None else f' --model {model_dir}'}` again")
     return avatar
 
 
 class AvatarRegistry:
     def __init__(self, loop: _Loop, features_version: int, avatars_dir: Path | None = None, *,
-                 keep: str = "default", max_loaded: int = 8) -> None:
+                 keep: str = "default", max_loaded: int = 8, model_dir: Path | None = None) -> None:
         self.loop = loop
+        self.model_dir = model_dir
         self.features_version = features_version
         self.avatars_dir = avatars_dir
         self.keep = keep  # the server's default avatar: never evicted
@@ -63,7 +67,7 @@ class AvatarRegistry:
         async with self._lock:
             if name not in self._loaded:
                 avatar = await asyncio.get_running_loop().run_in_executor(
-                    None, load_for_model, name, self.avatars_dir, self.features_version)
+                    None, load_for_model, name, self.avatars_dir, self.features_version, self.model_dir)
                 self._loaded[name] = (avatar, self.loop.add_avatar(avatar))
                 self._evict(but=name)
         return self._loaded[name]

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", type=Path, required=True, help="speech file (WAV, MP3, ... any rate/channels)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4 path")
     p.add_argument("--batch", type=int, default=8, help="frames per engine call (default: 8)")
+    p.add_argument("--no-idle-motion", action="store_true",
+                   help="keep a still-image avatar perfectly still (as `serve --no-idle-motion`)")
     _add_avatar_args(p)
     _add_model_args(p)
 
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=250, help="video: frames to keep (default: 250 = 10 s)")
     p.add_argument("--crop-size", type=int, default=128,
                    help="side of the mouth crop, px; must equal the model's (the built-in model: 128)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="prepare the avatar for this model directory (e.g. one made by `lipstream export "
+                        "--from wav2lip`): an image generator caches its own face features; default: the built-in model")
 
     p = sub.add_parser("export", help="export the generator to ONNX (+ manifest); needs the [export] extra",
                        description="Export audio net + renderer as one ONNX graph (opset 17, dynamic "
@@ -111,9 +116,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from realtime.render import render
 
     engine = create_engine(args.engine, args.model)
-    avatar = load_for_model(args.avatar, args.avatars_dir, engine.manifest.features_version)
+    avatar = load_for_model(args.avatar, args.avatars_dir, engine.manifest.features_version, engine.model_dir)
     stats = render(args.audio, avatar, engine, args.out, batch=args.batch,
-                   progress=ProgressLine("rendering"))
+                   progress=ProgressLine("rendering"), idle_motion=not args.no_idle_motion)
     print(f"wrote {args.out}: {stats.frames} frames, {stats.audio_s:.2f} s of speech in "
           f"{stats.wall_s:.2f} s ({stats.speed:.1f}x real time, engine {engine.name})")
     return 0
@@ -123,8 +128,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from export.avatar import prepare_avatar
     from realtime.progress import ProgressLine
 
-    path = prepare_avatar(args.source, args.name, _avatars_dir(args.avatars_dir),
-                          crop_size=args.crop_size, max_frames=args.max_frames, progress=ProgressLine("preparing"))
+    path = prepare_avatar(args.source, args.name, _avatars_dir(args.avatars_dir), crop_size=args.crop_size,
+                          max_frames=args.max_frames, progress=ProgressLine("preparing"), model_dir=args.model)
     print(f"prepared avatar {args.name!r} in {path}")
     return 0
 

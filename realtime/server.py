@@ -116,7 +116,7 @@ class ServerState:
         low_latency.JITTER_OBSERVERS.append(self.latency.observe_jitter)
         self.loop = (config.frame_loop or batched_frame_loop)(engine, self.clock, self.metrics, config)
         self.avatars = AvatarRegistry(self.loop, engine.manifest.features_version, config.avatars_dir,
-                                      keep=config.avatar)
+                                      keep=config.avatar, model_dir=engine.model_dir)
         self.sessions = SessionRegistry(self.loop, self.clock, engine.convention, self.metrics, self.latency,
                                         max_sessions=config.max_sessions, max_speech_s=config.max_speech_s,
                                         connect_timeout_s=config.connect_timeout_s)
