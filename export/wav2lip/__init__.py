@@ -17,7 +17,8 @@ Importing this package does not import torch; the model classes load it on first
 from __future__ import annotations
 
 from export.wav2lip.checkpoint import CheckpointError, detect_variant, load_generator
-from export.wav2lip.onnx_export import CONVENTION_NAME, LOOKAHEAD_S, export_wav2lip
+from export.wav2lip.convention import CONVENTION_NAME, LOOKAHEAD_S
+from export.wav2lip.onnx_export import export_wav2lip
 from export.wav2lip.spec import KIND_256, KIND_96, KINDS, Variant, variant
 
 _LAZY = {"Wav2LipGenerator", "Wav2LipPrepare", "Wav2LipStep", "calibrated_random", "expected_state_shapes"}

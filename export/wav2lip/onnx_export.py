@@ -6,7 +6,7 @@
     out_dir/step.onnx           mel (B,1,80,16), skip0 .. skipN-1 -> crop (B,3,S,S)   (per live frame)
     out_dir/prepare_fp16.onnx   the same graphs in FP16 (with fp16=True)
     out_dir/step_fp16.onnx
-    out_dir/wav2lip.json        the convention (docs/wav2lip.md)
+    out_dir/wav2lip.json        the convention (convention.py, docs/wav2lip.md)
 
 Opset 17, legacy TorchScript exporter, batch axis dynamic.  BatchNorm is folded into the
 preceding Conv / ConvTranspose before export (in float64), so the graphs hold only Conv,
@@ -23,27 +23,19 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from export.wav2lip import convention as convention_doc
+from export.wav2lip.convention import CONVENTION_NAME, LOOKAHEAD_S, PREPARE_INPUT, STEP_MEL, STEP_OUTPUT
 from export.wav2lip.spec import KIND_256, KIND_96, MEL_SHAPE, Variant
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-CONVENTION_NAME = "wav2lip.json"
-FORMAT_VERSION = 1
 ALLOWED_OPS = frozenset({"Conv", "ConvTranspose", "Relu", "Add", "Concat", "Sigmoid"})
 FILES = {"fp32": {"prepare": "prepare.onnx", "step": "step.onnx"},
          "fp16": {"prepare": "prepare_fp16.onnx", "step": "step_fp16.onnx"}}
-PREPARE_INPUT = "face6"
-STEP_MEL = "mel"
-STEP_OUTPUT = "crop"
-# Frame k's mel window in lipstream's own terms (engines.windows): the last mel frame of the
-# window is rint((k/fps + LOOKAHEAD_S) * 80); 0.1825 reproduces Wav2Lip's int(80 k / fps) + 15
-# exactly whenever the fractional part of 80 k / fps is below 0.9 (every k at 25, 30 and 50 fps).
-LOOKAHEAD_S = 0.1825
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,27 +101,56 @@ def check_ops(path: Path) -> dict[str, int]:
     return hist
 
 
-def convert_fp16(src: Path, dst: Path) -> None:
-    """Rewrite an fp32 graph of ALLOWED_OPS as a pure FP16 graph (weights, inputs, outputs)."""
-    import onnx
+# ops whose attributes carry a float dtype or value this converter does not rewrite
+_DTYPE_OPS = frozenset({"ConstantOfShape", "RandomNormal", "RandomUniform", "RandomNormalLike",
+                        "RandomUniformLike", "EyeLike", "Bernoulli", "Multinomial"})
+
+
+def _fp16_tensor(t, what: str):
     from onnx import TensorProto, numpy_helper
+
+    if t.data_type != TensorProto.FLOAT:
+        return t
+    arr = numpy_helper.to_array(t)
+    if arr.size and np.abs(arr).max() > 65504:
+        raise RuntimeError(f"{what} exceeds the FP16 range (max |x| {np.abs(arr).max():.3g})")
+    return numpy_helper.from_array(arr.astype(np.float16), t.name)
+
+
+def convert_fp16(src: Path, dst: Path, allowed_ops: frozenset[str] | None = None) -> None:
+    """Rewrite an fp32 ONNX graph as a pure FP16 one: no Cast is added, float32 disappears.
+
+    Float initializers and ``Constant`` values become float16, ``Cast(to=FLOAT)`` becomes
+    ``Cast(to=FLOAT16)``, float graph inputs and outputs become float16; integer tensors are
+    untouched.  ``allowed_ops``, if given (e.g. ALLOWED_OPS), is enforced; ops that carry a dtype
+    in an attribute (ConstantOfShape, Random*, ...) or a subgraph are always refused.
+    """
+    import onnx
+    from onnx import TensorProto
 
     model = onnx.load(str(src))
     g = model.graph
     for init in g.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            arr = numpy_helper.to_array(init)
-            if np.abs(arr).max(initial=0) > 65504:
-                raise RuntimeError(f"weight {init.name} exceeds the FP16 range (max |w| {np.abs(arr).max():.3g})")
-            init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), init.name))
+        init.CopyFrom(_fp16_tensor(init, f"initializer {init.name}"))
     for node in g.node:
-        if node.op_type not in ALLOWED_OPS:
-            raise RuntimeError(f"cannot convert op {node.op_type} to FP16")
+        if allowed_ops is not None and node.op_type not in allowed_ops:
+            raise RuntimeError(f"{src.name}: op {node.op_type} is outside {sorted(allowed_ops)}")
+        if node.op_type in _DTYPE_OPS or node.domain not in ("", "ai.onnx"):
+            raise RuntimeError(f"{src.name}: cannot convert op {node.domain or ''}{node.op_type} to FP16")
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value":
+                attr.t.CopyFrom(_fp16_tensor(attr.t, f"Constant {node.name}"))
+            elif node.op_type == "Constant" and attr.name in ("value_float", "value_floats"):
+                raise RuntimeError(f"{src.name}: Constant {node.name} uses {attr.name}; cannot convert")
+            elif node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                raise RuntimeError(f"{src.name}: op {node.op_type} has a subgraph; cannot convert")
     for vi in (*g.input, *g.output):
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.FLOAT16
     del g.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model)
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
 
@@ -159,7 +180,7 @@ def export_graphs(gen, out_dir: Path, fp16: bool = False) -> dict[str, dict[str,
     if fp16:
         files["fp16"] = dict(FILES["fp16"])
         for part in ("prepare", "step"):
-            convert_fp16(out_dir / files["fp32"][part], out_dir / files["fp16"][part])
+            convert_fp16(out_dir / files["fp32"][part], out_dir / files["fp16"][part], ALLOWED_OPS)
             check_ops(out_dir / files["fp16"][part])
     return files
 
@@ -206,93 +227,6 @@ def check_parity(gen, out_dir: Path, files: dict[str, dict[str, str]], batch: in
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# The convention file
-
-
-def convention(spec: Variant, files: dict[str, dict[str, str]], hashes: dict[str, str],
-               source: dict[str, Any] | None = None, parity: dict | None = None) -> dict[str, Any]:
-    """The self-describing JSON written next to the graphs (documented in docs/wav2lip.md)."""
-    from engines.mel import MelConvention
-
-    size = spec.face_size
-    skips = [{"name": n, "shape": ["batch", *shape], "elements_per_frame": int(np.prod(shape)),
-              "encoder_level": i}
-             for i, (n, shape) in enumerate(zip(spec.skip_names, spec.skip_shapes))]
-    per_frame = spec.skip_elements_per_frame
-    graphs = {}
-    for precision, parts in files.items():
-        dt = "float32" if precision == "fp32" else "float16"
-        graphs[precision] = {
-            "prepare": {"file": parts["prepare"], "sha256": hashes[parts["prepare"]],
-                        "inputs": {PREPARE_INPUT: {"shape": ["batch", 6, size, size], "dtype": dt}},
-                        "outputs": {s["name"]: {"shape": s["shape"], "dtype": dt} for s in skips}},
-            "step": {"file": parts["step"], "sha256": hashes[parts["step"]],
-                     "inputs": {STEP_MEL: {"shape": ["batch", *MEL_SHAPE], "dtype": dt},
-                                **{s["name"]: {"shape": s["shape"], "dtype": dt} for s in skips}},
-                     "outputs": {STEP_OUTPUT: {"shape": ["batch", 3, size, size], "dtype": dt}}},
-        }
-    return {
-        "format": "lipstream-wav2lip", "format_version": FORMAT_VERSION,
-        "kind": spec.kind, "title": spec.title, "opset": OPSET,
-        "face_size": size,
-        "graphs": graphs,
-        "face_input": {
-            "layout": "NCHW",
-            "channels": ["masked_b", "masked_g", "masked_r", "ref_b", "ref_g", "ref_r"],
-            "order": ["masked", "reference"],
-            "colour_order": "BGR",
-            "scale": "pixel / 255 (uint8 0..255 -> 0..1)",
-            "resize": f"face box crop resized to {size}x{size} (cv2.resize, INTER_LINEAR)",
-            "mask": {"rows_zeroed": [size // 2, size], "channels": [0, 1, 2],
-                     "rule": f"masked = face.copy(); masked[{size // 2}:{size}, :, :] = 0 "
-                             "(lower half, rows H//2..H-1, all columns)"},
-            "reference": "the same avatar frame, unmasked (Wav2Lip and LiveTalking inference)",
-        },
-        "face_box": {
-            "detector": "S3FD face rectangle (x1, y1, x2, y2) in the full frame (Wav2Lip's face_detection)",
-            "pads": {"top": 0, "bottom": 10, "left": 0, "right": 0},
-            "rule": "y1 = max(0, top - pad_top); y2 = min(H, bottom + pad_bottom); "
-                    "x1 = max(0, left - pad_left); x2 = min(W, right + pad_right)",
-            "smoothing": "each box is the mean of boxes i..i+4 (the last 5 near the end), before cropping",
-            "crop": "frame[y1:y2, x1:x2]",
-        },
-        "output": {
-            "name": STEP_OUTPUT, "layout": "NCHW", "colour_order": "BGR", "range": [0.0, 1.0],
-            "activation": "sigmoid",
-            "paste": "crop * 255 -> uint8, resized to (x2 - x1, y2 - y1), written into frame[y1:y2, x1:x2]",
-        },
-        "skips": {
-            "names": spec.skip_names,
-            "order": "encoder order: skip0 is the first (largest) level, the last is 1x1; "
-                     "step takes them after mel in this order",
-            "levels": skips,
-            "elements_per_frame": per_frame,
-            "bytes_per_frame": {"fp32": per_frame * 4, "fp16": per_frame * 2},
-        },
-        "audio": {
-            "mel": MelConvention().__dict__,
-            "input": {"name": STEP_MEL, "shape": ["batch", *MEL_SHAPE],
-                      "axes": ["batch", "channel", "mel band (80, low to high)", "mel frame (16, oldest first)"]},
-            "fps": 25.0,
-            "window_frames": 16,
-            "window_of_frame": {
-                "wav2lip_inference": "start = int(80 * k / fps); window = mel[:, start:start + 16] "
-                                     "(past the end: the last 16 mel frames)",
-                "lipstream_lookahead_s": LOOKAHEAD_S,
-                "lipstream_rule": "engines.windows.window_end(k, fps, lookahead_s) gives the same window",
-                "livetalking": "audio in 20 ms chunks with 10 chunks (200 ms) of left and of right context; "
-                               "the mel of [left | 2B new chunks | right] is computed per batch of B video "
-                               "frames and frame i of the batch takes mel[:, 16 + int(3.2 i): +16], i.e. a "
-                               "window starting at the frame's own audio and reaching 200 ms ahead: the same "
-                               "placement as Wav2Lip, re-gridded per batch (identical when 3.2 B is an integer)",
-            },
-        },
-        "source": source or {},
-        "parity": parity or {},
-    }
-
-
 def export_wav2lip(ckpt_path: Path | str, out_dir: Path | str, variant: str = "auto", fp16: bool = False,
                    check: bool = True) -> Path:
     """Convert a Wav2Lip-family checkpoint into a model directory; returns ``out_dir``.
@@ -318,11 +252,11 @@ def export_wav2lip(ckpt_path: Path | str, out_dir: Path | str, variant: str = "a
                   "inputs": "random masked faces in [0,1], random mel in [-4,4]"}
     source = {"checkpoint": ckpt_path.name, "checkpoint_sha256": sha256_file(ckpt_path),
               "public_names": list(gen.spec.checkpoint_names)}
-    doc = convention(gen.spec, files, hashes, source, parity)
+    doc = convention_doc.build(gen.spec, files, hashes, source, parity)
     (out_dir / CONVENTION_NAME).write_text(json.dumps(doc, indent=2) + "\n")
     log.info("exported %s (%s) to %s in %.1f s", ckpt_path, gen.kind, out_dir, time.perf_counter() - t0)
     return out_dir
 
 
-__all__ = ["export_wav2lip", "export_graphs", "check_parity", "fold_batchnorm", "convert_fp16", "convention",
-           "KIND_96", "KIND_256", "OPSET", "LOOKAHEAD_S"]
+__all__ = ["export_wav2lip", "export_graphs", "check_parity", "fold_batchnorm", "convert_fp16", "check_ops",
+           "KIND_96", "KIND_256", "OPSET", "LOOKAHEAD_S", "CONVENTION_NAME", "ALLOWED_OPS"]
