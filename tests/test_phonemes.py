@@ -52,6 +52,18 @@ def test_sampa_rules_and_overrides(phone, phoneset, expected):
     assert resolve(phone, phoneset) == expected
 
 
+def test_ipa_phones_of_the_piper_voice():
+    """espeak-ng IPA (export.piper_corpus): the same visemes as the CMU set's counterparts."""
+    pairs = {"ɑ": "aa", "æ": "ae", "ʌ": "ah", "ɔ": "ao", "ɛ": "eh", "ɪ": "ih", "i": "iy", "ʊ": "uh",
+             "u": "uw", "ə": "ax", "ɚ": "er", "b": "b", "m": "m", "ð": "dh", "ʃ": "sh", "ŋ": "ng", "ɹ": "r",
+             "w": "w", "j": "y", "pau": "pau"}
+    for ipa, cmu in pairs.items():
+        assert phone_shape(ipa, "ipa") == phone_shape(cmu, "cmu"), ipa
+    assert is_open_vowel("ɑ", "ipa") and is_open_vowel("æ", "ipa") and not is_open_vowel("i", "ipa")
+    assert is_bilabial("p", "ipa") and is_silence("pau", "ipa")
+    assert unknown_phones(["ɑ", "ɾ", "ʔ", "ᵻ", "q"], "ipa") == {"q"}
+
+
 def test_unknown_phone_falls_back_and_is_reported():
     assert resolve("qq7x", "czech") == "alveolar"
     assert unknown_phones(["qq7x", "a"], "czech") == {"qq7x"}

