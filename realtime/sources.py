@@ -8,13 +8,17 @@ every tick so no timeline falls behind the clock, whatever its source does.
   amount of late audio is discarded when it finally arrives, so the timeline never drifts
   behind real time.  The debt only accrues while the mic is flowing, and is capped.
 - :class:`PresenterSource` (no mic): queued speech consumed in real time, ``lead`` seconds ahead
-  of the clock (the model's lookahead plus a margin), silence when the queue is empty.
+  of the clock (the model's lookahead plus a margin), silence when the queue is empty.  *Marks*
+  label boundaries in the queued speech (a streamed segment's first and last sample); each is
+  reported with its timeline position once the speech reaches the timeline, so whoever streams
+  can tell from the frames actually delivered when a segment started and ended playing.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -87,14 +91,48 @@ class PresenterSource:
         self._max_queue = max_queue_s * sample_rate
         self._queue: deque[np.ndarray] = deque()
         self._queued = 0
+        # Marks, in queue coordinates (samples queued / consumed since the last restart).
+        self._in = 0
+        self._out = 0
+        self._end_at = 0  # timeline index just past the last queued sample pushed
+        self._marks: deque[tuple[int, bool, Hashable]] = deque()  # (position, is_end, label), in order
+        # Called as on_mark(label, timeline_index) when a mark reaches the timeline.
+        self.on_mark: Callable[[Hashable, int], None] | None = None
 
     def speak(self, samples16k: np.ndarray) -> float:
         """Queue speech; returns the seconds queued in all (including this)."""
         if self._queued + samples16k.size > self._max_queue:
             raise SpeechQueueFull(f"at most {self._max_queue / self._rate:.0f} s of speech may be queued")
-        self._queue.append(np.asarray(samples16k, np.float32))
-        self._queued += samples16k.size
+        if samples16k.size:
+            self._queue.append(np.asarray(samples16k, np.float32))
+            self._queued += samples16k.size
+            self._in += samples16k.size
         return self.queued_s
+
+    def mark_start(self, label: Hashable) -> None:
+        """Label the next sample queued: ``on_mark(label, i)`` once it lands at timeline index ``i``."""
+        self._marks.append((self._in, False, label))
+
+    def mark_end(self, label: Hashable) -> None:
+        """Label the end of the speech queued so far: ``on_mark(label, i)`` once its last sample is
+        in the timeline, ``i`` being the index just past it (at once if it already is)."""
+        self._marks.append((self._in, True, label))
+        self._resolve(self._out, self._out, self._end_at, self._end_at)
+
+    def _resolve(self, start: int, stop: int, at: int, end_before: int) -> None:
+        """Queued samples ``[start, stop)`` now sit at timeline index ``at`` on (``end_before``: just
+        past the queued speech pushed before them): report the marks in there, in order."""
+        while self._marks:
+            pos, is_end, label = self._marks[0]
+            if is_end and pos <= stop:
+                tl = at + pos - start if pos > start else end_before
+            elif not is_end and pos < stop:
+                tl = at + max(0, pos - start)
+            else:
+                return
+            self._marks.popleft()
+            if self.on_mark is not None:
+                self.on_mark(label, tl)
 
     def fill(self, timeline: Timeline, now: float) -> None:
         gap = timeline.due(now) + self._lead - timeline.fed
@@ -109,13 +147,20 @@ class PresenterSource:
             else:
                 self._queue[0] = head[gap:]
             self._queued -= take.size
+            at, end_before = timeline.fed, self._end_at
             timeline.push(take, now)
+            self._out += take.size
+            self._end_at = timeline.fed
+            if self._marks:
+                self._resolve(self._out - take.size, self._out, at, end_before)
             gap -= take.size
 
     def restart(self) -> None:
-        """Interrupt: forget the queued speech."""
+        """Interrupt: forget the queued speech and its marks."""
         self._queue.clear()
         self._queued = 0
+        self._in = self._out = self._end_at = 0
+        self._marks.clear()
 
     @property
     def queued_s(self) -> float:

@@ -1,0 +1,406 @@
+"""Streaming speech in: PCM over a WebSocket into a presenter session, and what became of it.
+
+``GET /api/sessions/{id}/stream?rate=16000|24000|48000`` upgrades to a WebSocket:
+
+- **in, binary**: PCM16 little-endian mono at the declared rate (any chunk size, even byte count);
+- **in, text**: JSON control messages ``{"type": "flush"}`` (end of a segment: its last sample is
+  queued; ``speech_ended`` follows once it has played) and ``{"type": "clear"}`` (interrupt: drop
+  what is queued and unplayed; through :meth:`SessionRegistry.interrupt`, i.e. the frame loop's
+  typed ``Interrupt`` event, applied at the next tick);
+- **out, text**: JSON events ``session`` (on open), ``speech_started``, ``speech_ended``,
+  ``interrupted``, ``backpressure`` / ``resume``, ``error``, ``closed``.
+
+Segment timing comes from frame delivery: the session's audio sink is wrapped in a tap that sees
+every block of speech handed to the tracks together with its video frame (``Session.on_frame``),
+and the presenter source reports where each segment's first and last sample landed on the
+timeline (``PresenterSource.mark_start`` / ``mark_end``).  ``speech_started`` is sent when the
+frame holding a segment's first sample is handed to the tracks, ``speech_ended`` when the one
+holding its last sample is.
+
+Back-pressure: at most ``max_buffer_s`` (default 3 s) of speech waits unplayed.  When a chunk fills
+it the server sends ``{"type": "backpressure", "queued_s", "max_buffer_s"}``; a sender should pause
+until ``{"type": "resume", "queued_s"}`` (sent once the queue is below half).  The server never
+stops reading the socket (a ``clear`` must not wait behind buffered audio): audio that arrives while
+the buffer is full is dropped and reported in an ``error`` event (``"dropped_s"``).
+
+:class:`SpeechStream` is the transport-free part (the WebSocket handler and the in-process
+integrations in ``realtime/integrations`` share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from realtime.api_errors import fail
+from realtime.audio_io import Resampler
+from realtime.sources import PresenterSource, SpeechQueueFull
+
+if TYPE_CHECKING:
+    from realtime.session import AudioSink, Session
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SpeechStream", "StreamError", "add_routes", "RATES", "DEFAULT_MAX_BUFFER_S", "MAX_MESSAGE_BYTES"]
+
+RATES = (16000, 24000, 48000)
+DEFAULT_MAX_BUFFER_S = 3.0
+MAX_MESSAGE_BYTES = 1 << 20  # one binary message: ~10 s at 48 kHz; larger ones close the socket (1009)
+K_STREAMS = web.AppKey("lipstream_streams", dict)
+
+
+class StreamError(ValueError):
+    """Input the stream cannot use (odd-length PCM, ...): reported to the sender, never fatal."""
+
+
+@dataclass
+class _Segment:
+    id: int
+    first_in_at: float  # clock time the segment's first audio arrived
+    received: int = 0  # 16 kHz samples queued
+    start_tl: int | None = None  # timeline index of its first sample, once in the timeline
+    end_tl: int | None = None  # ... just past its last sample, once flushed and in the timeline
+    started_at: float | None = None  # clock time its first sample was handed to the tracks
+    flushed: bool = False
+
+
+class _DeliveryTap:
+    """The session's audio sink, wrapped: every block of speech handed to the track (with its
+    video frame) and every clear (an interrupt being applied) is reported to the stream."""
+
+    def __init__(self, inner: AudioSink, stream: SpeechStream) -> None:
+        self.inner = inner
+        self.stream = stream
+
+    @property
+    def backlog_s(self) -> float:
+        return self.inner.backlog_s
+
+    def deliver(self, samples16k: np.ndarray) -> None:
+        self.inner.deliver(samples16k)
+        self.stream._on_delivered(samples16k.size)
+
+    def clear(self) -> None:
+        self.stream._on_restart()  # before the timeline restarts: it still holds what was played
+        self.inner.clear()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+
+class SpeechStream:
+    """Streamed speech into one presenter session; events about it from the frames delivered.
+
+    ``interrupt()`` must post the frame loop's ``Interrupt`` event for the session (the server
+    passes ``SessionRegistry.interrupt``); ``on_event(dict)`` receives the events, synchronously,
+    on the event loop (or the one thread that drives the frame step).
+    """
+
+    def __init__(self, session: Session, *, interrupt: Callable[[], None], on_event: Callable[[dict], None],
+                 rate: int = 16000, max_buffer_s: float = DEFAULT_MAX_BUFFER_S) -> None:
+        if not isinstance(session.source, PresenterSource):
+            raise TypeError("streamed speech is for presenter sessions (this one has a microphone)")
+        if rate not in RATES:
+            raise ValueError(f"rate must be one of {', '.join(map(str, RATES))} Hz, got {rate}")
+        self.session = session
+        self.source: PresenterSource = session.source
+        self.rate = rate
+        self.max_buffer_s = max_buffer_s
+        self._interrupt = interrupt
+        self._emit = on_event
+        self._clock = session.clock
+        self._tl_rate = session.timeline.sample_rate
+        self._opened_at = self._clock.now()
+        self._resampler = Resampler(out_rate=self._tl_rate)
+        self._open: _Segment | None = None  # receiving audio (not flushed yet)
+        self._first_in_at: float | None = None  # audio arrived, no resampled sample out yet
+        self._segments: deque[_Segment] = deque()  # queued or playing, in timeline order
+        self._next_id = 1
+        self._deliveries: deque[tuple[int, float]] = deque(maxlen=1500)  # (timeline end, clock time): 60 s
+        self._delivered = 0
+        self._pending_clear = False
+        self._held: list[tuple[str, Any]] = []  # input after a clear, replayed once it is applied
+        self._paused = False
+        self._dropped = 0  # 16 kHz samples dropped while the buffer was full (this episode)
+        self.closed = False
+        self._tap = _DeliveryTap(session.audio, self)
+        session.audio = self._tap
+        self.source.on_mark = self._on_mark
+
+    # -- input ------------------------------------------------------------------------------
+    def push_pcm16(self, data: bytes) -> None:
+        """A binary message: PCM16 LE mono at ``rate``.  StreamError for an odd byte count."""
+        if len(data) % 2:
+            raise StreamError(f"binary messages are 16-bit PCM: {len(data)} bytes is not a whole number of samples")
+        if data:
+            self.push(np.frombuffer(data, "<i2"))
+
+    def push(self, samples: np.ndarray, rate: int | None = None) -> None:
+        """Queue speech (int16 or float samples, mono, at ``rate``, default the stream's)."""
+        if self._pending_clear:
+            self._held.append(("audio", (samples, rate)))
+            return
+        now = self._clock.now()
+        if self._first_in_at is None and self._open is None:
+            self._first_in_at = now
+        y = self._resampler.push(samples, rate or self.rate)
+        self._queue(y)
+
+    def flush(self) -> None:
+        """End of segment: its speech is complete; ``speech_ended`` follows once it has played."""
+        if self._pending_clear:
+            self._held.append(("flush", None))
+            return
+        self._queue(self._resampler.flush())
+        seg = self._open
+        self._first_in_at = None
+        if seg is None:
+            return  # no audio since the last flush: nothing to end
+        self._open = None
+        seg.flushed = True
+        self.source.mark_end(("end", seg.id))
+        self._advance()
+
+    def clear(self) -> None:
+        """Interrupt: drop queued and unplayed speech (applied by the frame loop at its next tick;
+        input that arrives meanwhile is held and queued after it)."""
+        self._pending_clear = True
+        self._held.clear()
+        self._resampler.flush()
+        self._open, self._first_in_at = None, None
+        self._interrupt()
+
+    def _queue(self, y: np.ndarray) -> None:
+        if y.size == 0:
+            return
+        if self.queued_s >= self.max_buffer_s:
+            if not self._dropped:  # once per episode; 'resume' reports the total
+                self._emit({"type": "error", "error": "the buffer is full: audio dropped (pause on 'backpressure' "
+                                                      "until 'resume')", "dropped_s": round(y.size / self._tl_rate, 3)})
+            self._dropped += y.size
+            return
+        if self._open is None:
+            self._open = _Segment(self._next_id, self._first_in_at if self._first_in_at is not None else self._clock.now())
+            self._next_id += 1
+            self._segments.append(self._open)
+            self.source.mark_start(("start", self._open.id))
+        try:
+            self.source.speak(y)
+        except SpeechQueueFull as exc:
+            self._emit({"type": "error", "error": str(exc)})
+            return
+        self._open.received += y.size
+        if not self._paused and self.queued_s >= self.max_buffer_s:
+            self._paused = True
+            self._emit({"type": "backpressure", "queued_s": round(self.queued_s, 3), "max_buffer_s": self.max_buffer_s})
+
+    @property
+    def queued_s(self) -> float:
+        """Speech received and not yet in the timeline (the bounded buffer), seconds."""
+        held = sum(np.asarray(a[0]).size / (a[1] or self.rate) for kind, a in self._held if kind == "audio")
+        return self.source.queued_s + held
+
+    # -- what the frame step reports ----------------------------------------------------------
+    def _on_mark(self, label: tuple[str, int], tl: int) -> None:
+        kind, sid = label
+        for seg in self._segments:
+            if seg.id == sid:
+                if kind == "start":
+                    seg.start_tl = tl
+                else:
+                    seg.end_tl = tl
+                break
+        self._advance()
+
+    def _on_delivered(self, n: int) -> None:
+        self._delivered = self.session.timeline.delivered
+        self._deliveries.append((self._delivered, self._clock.now()))
+        self._advance()
+        if self._paused and self.queued_s < self.max_buffer_s / 2:
+            self._paused = False
+            self._emit({"type": "resume", "queued_s": round(self.queued_s, 3),
+                        "dropped_s": round(self._dropped / self._tl_rate, 3)})
+            self._dropped = 0
+
+    def _delivered_at(self, index: int) -> float | None:
+        """When the frame holding timeline sample ``index`` was handed to the tracks, if it was
+        (the oldest delivery remembered, for a sample older than the last 60 s)."""
+        if not self._deliveries or self._deliveries[-1][0] <= index:
+            return None
+        found = self._deliveries[0][1]
+        for end, t in reversed(self._deliveries):
+            if end <= index:
+                break
+            found = t
+        return found
+
+    def _advance(self) -> None:
+        while self._segments:
+            seg = self._segments[0]
+            if seg.started_at is None:
+                at = self._delivered_at(seg.start_tl) if seg.start_tl is not None else None
+                if at is None:
+                    return
+                seg.started_at = at
+                self._emit({"type": "speech_started", "segment": seg.id, "at_s": round(at - self._opened_at, 4),
+                            "latency_s": round(at - seg.first_in_at, 4)})
+            at = self._delivered_at(seg.end_tl - 1) if seg.flushed and seg.end_tl is not None else None
+            if at is None:
+                return
+            self._segments.popleft()
+            self._emit({"type": "speech_ended", "segment": seg.id, "at_s": round(at - self._opened_at, 4),
+                        "played_s": round((seg.end_tl - seg.start_tl) / self._tl_rate, 4),
+                        "audio_s": round(seg.received / self._tl_rate, 4),
+                        "wall_s": round(at - seg.started_at, 4)})
+
+    def _on_restart(self) -> None:
+        """An interrupt is being applied (by this stream's clear or any other): report what of the
+        current segment was played, forget the rest, then queue what arrived after the clear."""
+        now = self._clock.now()
+        playing = next(iter(self._segments), None)
+        played = 0
+        if playing is not None and playing.start_tl is not None and playing.started_at is not None:
+            played = max(0, min(self._delivered, playing.end_tl or self._delivered) - playing.start_tl)
+        dropped = sum(s.received for s in self._segments) - played
+        self._emit({"type": "interrupted", "segment": playing.id if playing else None,
+                    "at_s": round(now - self._opened_at, 4), "played_s": round(played / self._tl_rate, 4),
+                    "dropped_s": round(max(0, dropped) / self._tl_rate, 4),
+                    "segments": [s.id for s in self._segments]})
+        self._segments.clear()
+        self._open, self._first_in_at = None, None
+        self._deliveries.clear()
+        self._delivered = 0
+        self._paused = False
+        self._pending_clear = False
+        held, self._held = self._held, []
+        # the source forgot its queue and marks already (Session.restart); the timeline restarts next
+        for kind, arg in held:
+            if kind == "audio":
+                self.push(*arg)
+            else:
+                self.flush()
+
+    def close(self) -> None:
+        """Detach from the session (idempotent).  Speech already queued still plays."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.session.audio is self._tap:
+            self.session.audio = self._tap.inner
+        if self.source.on_mark == self._on_mark:
+            self.source.on_mark = None
+
+
+# -- the WebSocket route ----------------------------------------------------------------------
+def _parse_rate(request: web.Request) -> int:
+    raw = request.query.get("rate", "16000")
+    try:
+        rate = int(raw)
+    except ValueError:
+        rate = -1
+    if rate not in RATES:
+        raise fail(400, f"rate must be one of {', '.join(map(str, RATES))} (Hz, PCM16 mono), got {raw!r}")
+    return rate
+
+
+def add_routes(app: web.Application, state: Any, *, max_buffer_s: float = DEFAULT_MAX_BUFFER_S) -> None:
+    """``GET /api/sessions/{sid}/stream`` on ``app``; ``state`` is the server's ServerState."""
+    streams: dict[str, SpeechStream] = {}
+    app[K_STREAMS] = streams
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        session = state.session(request)  # 404
+        if session.has_mic:
+            raise fail(409, "this session is driven by its microphone; streamed speech is for presenter sessions")
+        rate = _parse_rate(request)
+        if session.id in streams:
+            raise fail(409, "this session already has a speech stream open; close it first")
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
+        if not ws.can_prepare(request).ok:
+            raise fail(400, "this route is a WebSocket: send an Upgrade request (ws://.../stream?rate=16000)")
+        events: asyncio.Queue[dict | None] = asyncio.Queue()
+        speech = SpeechStream(session, interrupt=lambda: state.sessions.interrupt(session),
+                              on_event=events.put_nowait, rate=rate, max_buffer_s=max_buffer_s)
+        streams[session.id] = speech
+        try:
+            await ws.prepare(request)
+            events.put_nowait({"type": "session", "session_id": session.id, "rate": rate,
+                               "max_buffer_s": max_buffer_s, "fps": session.timeline.fps})
+            writer = asyncio.ensure_future(_write_events(ws, events))
+            watcher = asyncio.ensure_future(_watch_session(session, ws, events))
+            try:
+                await _read(ws, speech, events)
+            finally:
+                watcher.cancel()
+                events.put_nowait(None)
+                await asyncio.gather(writer, watcher, return_exceptions=True)
+                if not ws.closed:
+                    await ws.close()
+        finally:
+            speech.close()
+            if streams.get(session.id) is speech:
+                del streams[session.id]
+        return ws
+
+    app.router.add_get("/api/sessions/{sid}/stream", stream)
+
+
+async def _read(ws: web.WebSocketResponse, speech: SpeechStream, events: asyncio.Queue) -> None:
+    async for msg in ws:
+        if speech.session.closed:
+            return
+        try:
+            if msg.type == WSMsgType.BINARY:
+                speech.push_pcm16(msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                _control(speech, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                log.info("stream of session %s: %s", speech.session.id, ws.exception())
+                return
+        except StreamError as exc:
+            events.put_nowait({"type": "error", "error": str(exc)})
+        except Exception:  # one bad message must not end the stream, the session or the server
+            log.exception("stream of session %s: message failed", speech.session.id)
+            events.put_nowait({"type": "error", "error": "internal error handling that message"})
+
+
+def _control(speech: SpeechStream, text: str) -> None:
+    try:
+        msg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StreamError(f"text messages are JSON control messages ({exc.msg} at {exc.pos}); "
+                          "send audio as binary messages") from None
+    kind = msg.get("type") if isinstance(msg, dict) else None
+    if kind == "flush":
+        speech.flush()
+    elif kind == "clear":
+        speech.clear()
+    else:
+        raise StreamError(f'unknown control message {text[:80]!r}: expected {{"type": "flush"}} or {{"type": "clear"}}')
+
+
+async def _write_events(ws: web.WebSocketResponse, events: asyncio.Queue) -> None:
+    while True:
+        event = await events.get()
+        if event is None or ws.closed:
+            return
+        try:
+            await ws.send_json(event)
+        except (ConnectionError, RuntimeError):
+            return
+
+
+async def _watch_session(session: Session, ws: web.WebSocketResponse, events: asyncio.Queue) -> None:
+    """Close the socket when the session ends (DELETE, the peer leaving, shutdown)."""
+    while not session.closed:
+        await asyncio.sleep(0.2)
+    events.put_nowait({"type": "closed", "reason": "the session ended"})
+    await asyncio.sleep(0.05)  # let the writer send it
+    await ws.close(code=1001, message=b"session ended")
