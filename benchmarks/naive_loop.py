@@ -166,10 +166,4 @@ class NaiveFrameLoop:
 
     def _on_rendered(self, lane: _Lane, job: Job, fut: asyncio.Future) -> None:
         lane.inflight = None
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            log.error("rendering a frame failed: %r", exc)
-            return
-        lane.step.deliver(job, fut.result(), self.clock.now())
+        lane.step.deliver_result(job, fut, self.clock.now())

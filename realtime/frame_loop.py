@@ -102,10 +102,4 @@ class FrameLoop:
 
     def _on_rendered(self, job: Job, fut: asyncio.Future) -> None:
         self._inflight = None
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            log.error("rendering a batch failed: %r", exc)
-            return
-        self.step.deliver(job, fut.result(), self.clock.now())
+        self.step.deliver_result(job, fut, self.clock.now())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,6 +196,16 @@ class FrameStep:
             for r in out:
                 self.metrics.composite.observe(r.composite_s)
         return out
+
+    def deliver_result(self, job: Job, fut: "Future[list[Rendered]]", rendered_at: float) -> None:
+        """A worker's finished future: deliver its frames, or log why there are none."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("rendering a batch failed: %r", exc)
+            return
+        self.deliver(job, fut.result(), rendered_at)
 
     def deliver(self, job: Job, rendered: list[Rendered], rendered_at: float) -> None:
         """Event loop: hand each frame to its session, unless it ended or was interrupted meanwhile."""
