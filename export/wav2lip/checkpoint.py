@@ -48,6 +48,8 @@ def read_checkpoint(path: Path | str) -> Any:
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError, ...
         text = str(exc)
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
