@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames a session may fall behind before skipping ahead: 2 = no repeated frames "
                         "under normal mic jitter; 1 = ~10 ms lower latency but 7-16%% of frame slots repeat "
                         "(default: 2; docs/benchmarks.md)")
+    p.add_argument("--render-when", default="tick", choices=("tick", "window"),
+                   help="tick = render every session's frame on the shared 25 fps tick (default); window = also "
+                        "render as soon as mic audio completes a frame's window, which removes the wait for "
+                        "the next tick from mic-to-mouth (docs/benchmarks.md)")
     p.add_argument("--no-idle-motion", action="store_true",
                    help="keep a still-image avatar perfectly still in silence")
     p.add_argument("--stun", action="append", default=[], metavar="URL",
@@ -171,7 +175,7 @@ def serve_config(args: argparse.Namespace):  # noqa: ANN201 - realtime.server.Se
     return ServerConfig(host=args.host, port=args.port, avatar=args.avatar, avatars_dir=args.avatars_dir,
                         engine=args.engine, model_dir=args.model, max_sessions=args.max_sessions,
                         codec=args.codec, idle_motion=not args.no_idle_motion,
-                        max_lag_frames=args.max_lag_frames, stun=tuple(args.stun))
+                        max_lag_frames=args.max_lag_frames, stun=tuple(args.stun), render_when=args.render_when)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

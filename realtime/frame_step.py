@@ -169,6 +169,10 @@ class FrameStep:
                    np.array([s.timeline.frame_time(int(k)) for s, k in zip(owners, batch.frames)]),
                    [self._epoch[s.id] for s in owners], now)
 
+    def has_ready(self) -> bool:
+        """Whether some session has a frame whose window is complete and not yet planned."""
+        return any(s.front.frames_ready() > self.scheduler.next_frame(sid) for sid, s in self.sessions.items())
+
     def _skip_stale(self) -> None:
         for sid, session in self.sessions.items():
             behind = session.front.frames_ready() - self.scheduler.next_frame(sid)

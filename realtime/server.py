@@ -78,6 +78,7 @@ class ServerConfig:
     connect_timeout_s: float = 30.0
     idle_motion: bool = True
     max_lag_frames: int = 2  # 2: ~no repeated frames under mic jitter; 1: ~10 ms less latency, 7-16 % repeats
+    render_when: str = "tick"  # "window": also render as soon as mic audio completes a window (FrameLoop)
     client_dir: Path = CLIENT_DIR
     stun: tuple[str, ...] = ()  # STUN URLs for clients beyond this machine; none by default
     # Builds the frame loop: (engine, clock, metrics, config) -> loop. Default: the batched FrameLoop;
@@ -86,7 +87,8 @@ class ServerConfig:
 
 
 def batched_frame_loop(engine: Engine, clock: MediaClock, metrics: ServerMetrics, config: ServerConfig) -> FrameLoop:
-    return FrameLoop(engine, clock, metrics, max_lag=config.max_lag_frames, idle_motion=config.idle_motion)
+    return FrameLoop(engine, clock, metrics, max_lag=config.max_lag_frames, idle_motion=config.idle_motion,
+                     render_when=config.render_when)
 
 
 class ServerState:

@@ -75,6 +75,7 @@ class Session:
         self.pc: RTCPeerConnection | None = None
         self.stats = SessionStats()
         self.on_closed: Callable[[Session], None] | None = None
+        self.on_heard: Callable[[], None] | None = None  # mic audio was pushed (the frame loop may render)
         self.max_catchup = 2  # video frames of speech sent at once after a skip
         self.closed = False
         self._mic_task: asyncio.Task | None = None
@@ -123,6 +124,8 @@ class Session:
         if not isinstance(self.source, MicSource):
             self.source = MicSource(sample_rate=self.timeline.sample_rate)
         self.source.on_audio(self.timeline, samples16k, self.clock.now())
+        if self.on_heard is not None:
+            self.on_heard()
 
     def attach_mic(self, track: MediaStreamTrack) -> None:
         self.source = MicSource(sample_rate=self.timeline.sample_rate)

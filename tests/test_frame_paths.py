@@ -181,3 +181,36 @@ def test_a_model_whose_audio_convention_we_cannot_compute_is_refused(tmp_path, f
 
     with pytest.raises(UnsupportedConvention, match="Wav2Lip mel"):
         create_engine("onnxruntime", d)
+
+
+@pytest.mark.parametrize("render_when", ["tick", "window"])
+def test_render_when_window_renders_as_soon_as_mic_audio_completes_it(engine, avatar, render_when) -> None:
+    """With ``window`` a frame is rendered when its window's last mic packet arrives, with no tick in
+    between; with ``tick`` it waits for the next tick."""
+
+    async def go() -> tuple[int, int, float]:
+        clock = ManualClock(0.0)
+        loop = FrameLoop(engine, clock, render_when=render_when, coalesce_s=0.0)
+        rows = loop.add_avatar(avatar)
+        video = AvatarVideoTrack(clock, loop.grid, loop.placeholder(avatar.name))
+        s = Session("m", avatar.name, rows, clock, video, DelayedAudioTrack(clock, loop.grid), engine.convention)
+        loop.add(s)
+        tone = (0.3 * np.sin(np.arange(320) * 0.2)).astype(np.float32)
+        for i in range(8):  # 160 ms of mic audio in 20 ms packets, between ticks (no tick runs)
+            clock.set(0.001 + 0.02 * i)
+            s.on_mic_audio(tone)
+            await asyncio.sleep(0)
+            await loop.drain()
+        before_tick = s.stats.frames_rendered
+        clock.set(0.2)
+        loop.tick(0.2)
+        await loop.drain()
+        await loop.stop()
+        return before_tick, s.stats.frames_rendered, loop.kicks
+
+    before, after, kicks = asyncio.run(go())
+    if render_when == "window":
+        # 160 ms of audio completes the windows of frames 0..1 (40 ms lookahead + 25 ms STFT context)
+        assert before >= 2 and kicks >= 1, (before, kicks)
+    else:
+        assert before == 0 and kicks == 0 and after == 1
