@@ -523,7 +523,8 @@ async def page_clock_offset(page, tries: int = 7) -> dict[str, float]:  # noqa: 
     return {"offset_ms": best[0], "uncertainty_ms": best[1] / 2}
 
 
-async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", warmup_s: float = WARMUP_S) -> dict:
+async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", warmup_s: float = WARMUP_S,
+              render_when: str = "tick") -> dict:
     """Measure glass to glass for ``seconds`` in headless Chromium against an in-process server,
     after ``warmup_s`` of the call (see WARMUP_S)."""
     import aiohttp
@@ -542,7 +543,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
         # the file starts when the page opens the mic: cover connecting + settling + window + tail
         write_fake_mic(wav, seconds + warmup_s + TAIL_S + 6.0)
         flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
-        async with serving(engine, codec=codec) as (base, app), async_playwright() as pw:
+        async with serving(engine, codec=codec, render_when=render_when) as (base, app), async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
                 str(Path(tmp) / "profile"), executable_path=str(chromium), headless=True, args=flags,
                 viewport={"width": 760, "height": 760})
@@ -782,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
                         "sync settles by then; 0 measures a call's first seconds)")
     p.add_argument("--engine", default="auto", help="inference engine (default: auto)")
     p.add_argument("--codec", default="vp8", choices=("vp8", "h264"), help="video codec the server sends (default: vp8)")
+    p.add_argument("--render-when", default="tick", choices=("tick", "window"),
+                   help="the server's render trigger (serve --render-when; default: tick)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "glass.json", help="result JSON (default: %(default)s)")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "glass.png", help="timeline plot PNG (default: %(default)s)")
     args = p.parse_args(argv)
@@ -789,7 +792,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--seconds must be positive and --warmup not negative")
     try:
         check_requirements()
-        result = asyncio.run(run(args.seconds, args.engine, args.codec, args.warmup))
+        result = asyncio.run(run(args.seconds, args.engine, args.codec, args.warmup, args.render_when))
+        result["render_when"] = args.render_when
     except BenchError as exc:
         print(f"bench_glass: {exc}", file=sys.stderr)
         return 1

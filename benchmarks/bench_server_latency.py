@@ -96,7 +96,7 @@ STAGE_ORDER = ("jitter_buffer", "lookahead", "tick_wait", "inference", "composit
                "send_wait", "encode")
 
 
-async def run(seconds: float, engine_name: str, max_lag_frames: int = 2) -> dict:
+async def run(seconds: float, engine_name: str, max_lag_frames: int = 2, render_when: str = "tick") -> dict:
     from benchmarks.webrtc_client import connect, serving
     from engines.factory import create_engine
     from export.avatar import ensure_default_avatar
@@ -107,7 +107,8 @@ async def run(seconds: float, engine_name: str, max_lag_frames: int = 2) -> dict
     avatar = ensure_default_avatar()
     x0, y0, x1, y1 = (int(v) for v in avatar.mouth_boxes[0])
     mic, mic_onsets = burst_signal(seconds)
-    async with serving(engine, max_lag_frames=max_lag_frames) as (base, app), aiohttp.ClientSession() as http:
+    async with serving(engine, max_lag_frames=max_lag_frames, render_when=render_when) as (base, app), \
+            aiohttp.ClientSession() as http:
         # one value per frame and per audio packet, not the pixels: a 10-minute soak would otherwise
         # keep gigabytes in this process and hide the server's own RSS
         client = await connect(base, http, mic=mic, mouth_box=(x0, y0, x1, y1), video_stat=dark_share,
@@ -231,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="auto")
     p.add_argument("--max-lag-frames", type=int, default=2, choices=(1, 2, 3),
                    help="the server's --max-lag-frames (default: 2, the server's default)")
+    p.add_argument("--render-when", default="tick", choices=("tick", "window"),
+                   help="the server's render trigger (serve --render-when; default: tick)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "server_latency.json")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
-    result = asyncio.run(run(args.seconds, args.engine, args.max_lag_frames))
+    result = asyncio.run(run(args.seconds, args.engine, args.max_lag_frames, args.render_when))
+    result["render_when"] = args.render_when
     publish(result, args.json, args.plot, print_table, plot)
     return 0
 
