@@ -96,15 +96,18 @@ STAGE_ORDER = ("jitter_buffer", "lookahead", "tick_wait", "inference", "composit
                "send_wait", "encode")
 
 
-async def run(seconds: float, engine_name: str, max_lag_frames: int = 2, render_when: str = "tick") -> dict:
+async def run(seconds: float, engine_name: str, max_lag_frames: int = 2, render_when: str = "tick",
+              model_dir: Path | None = None) -> dict:
     from benchmarks.webrtc_client import connect, serving
     from engines.factory import create_engine
     from export.avatar import ensure_default_avatar
     from realtime.progress import ProgressLine
     from realtime.server import K_STATE
 
-    engine = create_engine(engine_name)
-    avatar = ensure_default_avatar()
+    from engines.manifest import DEFAULT_MODEL_DIR
+
+    engine = create_engine(engine_name, model_dir or DEFAULT_MODEL_DIR)
+    avatar = ensure_default_avatar(None, engine.model_dir)
     x0, y0, x1, y1 = (int(v) for v in avatar.mouth_boxes[0])
     mic, mic_onsets = burst_signal(seconds)
     async with serving(engine, max_lag_frames=max_lag_frames, render_when=render_when) as (base, app), \
@@ -234,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the server's --max-lag-frames (default: 2, the server's default)")
     p.add_argument("--render-when", default="tick", choices=("tick", "window"),
                    help="the server's render trigger (serve --render-when; default: tick)")
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: the built-in model)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "server_latency.json")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
-    result = asyncio.run(run(args.seconds, args.engine, args.max_lag_frames, args.render_when))
+    result = asyncio.run(run(args.seconds, args.engine, args.max_lag_frames, args.render_when, args.model))
     result["render_when"] = args.render_when
     publish(result, args.json, args.plot, print_table, plot)
     return 0
