@@ -65,10 +65,13 @@ class _Segment:
     id: int
     first_in_at: float  # clock time the segment's first audio arrived
     received: int = 0  # 16 kHz samples queued
+    marked: bool = False  # its start mark is in the source (with its first 16 kHz sample)
     start_tl: int | None = None  # timeline index of its first sample, once in the timeline
     end_tl: int | None = None  # ... just past its last sample, once flushed and in the timeline
     started_at: float | None = None  # clock time its first sample was handed to the tracks
     flushed: bool = False
+    original: list[np.ndarray] | None = None  # the speech as sent (int16 at the stream's rate), if kept
+    original_off: int = 0  # samples of it already replayed and forgotten
 
 
 class _DeliveryTap:
@@ -104,7 +107,12 @@ class SpeechStream:
     """
 
     def __init__(self, session: Session, *, interrupt: Callable[[], None], on_event: Callable[[dict], None],
-                 rate: int = 16000, max_buffer_s: float = DEFAULT_MAX_BUFFER_S) -> None:
+                 rate: int = 16000, max_buffer_s: float = DEFAULT_MAX_BUFFER_S,
+                 on_audio: Callable[[np.ndarray, bool], None] | None = None) -> None:
+        """``on_audio(pcm, speech)``, if given, receives with every block of speech delivered the
+        same stretch of the audio *as it was sent* (int16 at ``rate``; zeros outside segments;
+        ``speech`` False when the block holds no segment audio), for sinks that replay the
+        sender's own audio in step with the frames rather than the 16 kHz timeline."""
         if not isinstance(session.source, PresenterSource):
             raise TypeError("streamed speech is for presenter sessions (this one has a microphone)")
         if rate not in RATES:
@@ -115,12 +123,12 @@ class SpeechStream:
         self.max_buffer_s = max_buffer_s
         self._interrupt = interrupt
         self._emit = on_event
+        self._on_audio = on_audio
         self._clock = session.clock
         self._tl_rate = session.timeline.sample_rate
         self._opened_at = self._clock.now()
         self._resampler = Resampler(out_rate=self._tl_rate)
         self._open: _Segment | None = None  # receiving audio (not flushed yet)
-        self._first_in_at: float | None = None  # audio arrived, no resampled sample out yet
         self._segments: deque[_Segment] = deque()  # queued or playing, in timeline order
         self._next_id = 1
         self._deliveries: deque[tuple[int, float]] = deque(maxlen=1500)  # (timeline end, clock time): 60 s
@@ -128,11 +136,17 @@ class SpeechStream:
         self._pending_clear = False
         self._held: list[tuple[str, Any]] = []  # input after a clear, replayed once it is applied
         self._paused = False
-        self._dropped = 0  # 16 kHz samples dropped while the buffer was full (this episode)
+        self._dropped = 0  # input samples dropped while the buffer was full (this episode)
         self.closed = False
         self._tap = _DeliveryTap(session.audio, self)
         session.audio = self._tap
         self.source.on_mark = self._on_mark
+
+    @property
+    def clear_pending(self) -> bool:
+        """A clear was sent and the frame loop has not applied it yet (frames delivered meanwhile
+        still carry the old speech)."""
+        return self._pending_clear
 
     # -- input ------------------------------------------------------------------------------
     def push_pcm16(self, data: bytes) -> None:
@@ -144,14 +158,36 @@ class SpeechStream:
 
     def push(self, samples: np.ndarray, rate: int | None = None) -> None:
         """Queue speech (int16 or float samples, mono, at ``rate``, default the stream's)."""
+        rate = rate or self.rate
         if self._pending_clear:
             self._held.append(("audio", (samples, rate)))
             return
-        now = self._clock.now()
-        if self._first_in_at is None and self._open is None:
-            self._first_in_at = now
-        y = self._resampler.push(samples, rate or self.rate)
-        self._queue(y)
+        samples = np.asarray(samples)
+        if samples.size == 0:
+            return
+        if self.queued_s >= self.max_buffer_s:
+            if not self._dropped:  # once per episode; 'resume' reports the total
+                self._emit({"type": "error", "error": "the buffer is full: audio dropped (pause on 'backpressure' "
+                                                      "until 'resume')", "dropped_s": round(samples.size / rate, 3)})
+            self._dropped += samples.size * self.rate // rate
+            return
+        if self._open is None:
+            self._open = _Segment(self._next_id, self._clock.now(), original=[] if self._on_audio else None)
+            self._next_id += 1
+            self._segments.append(self._open)
+        if self._open.original is not None:
+            self._open.original.append(self._as_sent(samples, rate))
+        self._queue(self._resampler.push(samples, rate))
+
+    def _as_sent(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """``samples`` as int16 at the stream's rate (what ``on_audio`` replays)."""
+        if samples.dtype != np.int16:
+            samples = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).astype(np.int16)
+        if rate != self.rate:
+            import soxr
+
+            samples = soxr.resample(samples, rate, self.rate)
+        return samples
 
     def flush(self) -> None:
         """End of segment: its speech is complete; ``speech_ended`` follows once it has played."""
@@ -159,11 +195,12 @@ class SpeechStream:
             self._held.append(("flush", None))
             return
         self._queue(self._resampler.flush())
-        seg = self._open
-        self._first_in_at = None
+        seg, self._open = self._open, None
         if seg is None:
             return  # no audio since the last flush: nothing to end
-        self._open = None
+        if not seg.marked:  # no sample ever reached the queue (all dropped)
+            self._segments.remove(seg)
+            return
         seg.flushed = True
         self.source.mark_end(("end", seg.id))
         self._advance()
@@ -174,29 +211,22 @@ class SpeechStream:
         self._pending_clear = True
         self._held.clear()
         self._resampler.flush()
-        self._open, self._first_in_at = None, None
+        self._open = None
         self._interrupt()
 
     def _queue(self, y: np.ndarray) -> None:
-        if y.size == 0:
+        seg = self._open
+        if y.size == 0 or seg is None:
             return
-        if self.queued_s >= self.max_buffer_s:
-            if not self._dropped:  # once per episode; 'resume' reports the total
-                self._emit({"type": "error", "error": "the buffer is full: audio dropped (pause on 'backpressure' "
-                                                      "until 'resume')", "dropped_s": round(y.size / self._tl_rate, 3)})
-            self._dropped += y.size
-            return
-        if self._open is None:
-            self._open = _Segment(self._next_id, self._first_in_at if self._first_in_at is not None else self._clock.now())
-            self._next_id += 1
-            self._segments.append(self._open)
-            self.source.mark_start(("start", self._open.id))
+        if not seg.marked:
+            seg.marked = True
+            self.source.mark_start(("start", seg.id))
         try:
             self.source.speak(y)
         except SpeechQueueFull as exc:
             self._emit({"type": "error", "error": str(exc)})
             return
-        self._open.received += y.size
+        seg.received += y.size
         if not self._paused and self.queued_s >= self.max_buffer_s:
             self._paused = True
             self._emit({"type": "backpressure", "queued_s": round(self.queued_s, 3), "max_buffer_s": self.max_buffer_s})
@@ -204,7 +234,7 @@ class SpeechStream:
     @property
     def queued_s(self) -> float:
         """Speech received and not yet in the timeline (the bounded buffer), seconds."""
-        held = sum(np.asarray(a[0]).size / (a[1] or self.rate) for kind, a in self._held if kind == "audio")
+        held = sum(np.asarray(a[0]).size / a[1] for kind, a in self._held if kind == "audio")
         return self.source.queued_s + held
 
     # -- what the frame step reports ----------------------------------------------------------
@@ -222,12 +252,43 @@ class SpeechStream:
     def _on_delivered(self, n: int) -> None:
         self._delivered = self.session.timeline.delivered
         self._deliveries.append((self._delivered, self._clock.now()))
+        if self._on_audio is not None:
+            self._pair_audio(self._delivered - n, self._delivered)
         self._advance()
         if self._paused and self.queued_s < self.max_buffer_s / 2:
             self._paused = False
             self._emit({"type": "resume", "queued_s": round(self.queued_s, 3),
                         "dropped_s": round(self._dropped / self._tl_rate, 3)})
             self._dropped = 0
+
+    def _pair_audio(self, a: int, b: int) -> None:
+        """The sent audio of timeline samples ``[a, b)``, at the stream's rate, to ``on_audio``."""
+        r = self.rate / self._tl_rate
+        out = np.zeros(round(b * r) - round(a * r), np.int16)
+        speech = False
+        for seg in self._segments:
+            if seg.start_tl is None or seg.original is None:
+                break
+            end = seg.end_tl if seg.end_tl is not None else seg.start_tl + seg.received
+            x, y = max(a, seg.start_tl), min(b, end)
+            if y <= x:
+                if seg.start_tl >= b:
+                    break
+                continue
+            if len(seg.original) > 1:
+                seg.original[:] = [np.concatenate(seg.original)]
+            src = seg.original[0] if seg.original else np.zeros(0, np.int16)
+            off = seg.original_off
+            i0 = max(round((x - seg.start_tl) * r), off)
+            i1 = min(round((y - seg.start_tl) * r), off + src.size)
+            o = round(x * r) - round(a * r)
+            if i1 > i0:
+                n = min(i1 - i0, out.size - o)
+                out[o:o + n] = src[i0 - off:i0 - off + n]
+                speech = True
+                seg.original[:] = [src[i0 - off + n:]]  # replayed: forget it
+                seg.original_off = i0 + n
+        self._on_audio(out, speech)
 
     def _delivered_at(self, index: int) -> float | None:
         """When the frame holding timeline sample ``index`` was handed to the tracks, if it was
@@ -274,7 +335,7 @@ class SpeechStream:
                     "dropped_s": round(max(0, dropped) / self._tl_rate, 4),
                     "segments": [s.id for s in self._segments]})
         self._segments.clear()
-        self._open, self._first_in_at = None, None
+        self._open = None
         self._deliveries.clear()
         self._delivered = 0
         self._paused = False
