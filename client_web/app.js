@@ -49,7 +49,7 @@ async function listMicrophones() {
 
 async function listAvatars() {
   try {
-    const resp = await fetch("api/avatars");
+    const resp = await apiFetch("api/avatars");
     if (!resp.ok) return;
     const data = await resp.json();
     ui.avatars.replaceChildren(...data.avatars.map((name) => new Option(name, name)));
@@ -123,7 +123,7 @@ async function errorFromResponse(resp) {
 async function postOffer(pc, avatar) {
   const body = { sdp: pc.localDescription.sdp, type: pc.localDescription.type };
   if (avatar) body.avatar = avatar;
-  const resp = await fetch("offer", {
+  const resp = await apiFetch("offer", {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
   if (!resp.ok) throw await errorFromResponse(resp);
@@ -247,7 +247,7 @@ function closePeer(thisCall) {
 
 function deleteSession(sessionId) {
   // keepalive lets this finish while the page is being closed.
-  if (sessionId) fetch(`api/sessions/${sessionId}`, { method: "DELETE", keepalive: true }).catch(() => {});
+  if (sessionId) apiFetch(`api/sessions/${sessionId}`, { method: "DELETE", keepalive: true }).catch(() => {});
 }
 
 async function teardown(thisCall) {
@@ -288,7 +288,7 @@ function updatePresenterButtons() {
 
 async function presenterRequest(path, init) {
   if (!call?.sessionId) return;
-  const resp = await fetch(`api/sessions/${call.sessionId}/${path}`, { method: "POST", ...init });
+  const resp = await apiFetch(`api/sessions/${call.sessionId}/${path}`, { method: "POST", ...init });
   if (!resp.ok) throw await errorFromResponse(resp);
   return resp.json();
 }
@@ -346,7 +346,7 @@ function jitterDelay(now, before) {
 
 async function serverLatency(sessionId) {
   try {
-    const resp = await fetch(`api/sessions/${sessionId}`);
+    const resp = await apiFetch(`api/sessions/${sessionId}`);
     if (!resp.ok) return null;
     const body = await resp.json();
     return typeof body.audio_to_frame_ms === "number" ? body.audio_to_frame_ms / 1000 : null;

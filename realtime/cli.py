@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def _add_avatar_args(p: argparse.ArgumentParser) -> None:
                         "'default' is the built-in astronaut portrait, prepared on first use")
     p.add_argument("--avatars-dir", type=Path, default=None,
                    help="where prepared avatars live (default: $LIPSTREAM_HOME/avatars or ~/.cache/lipstream/avatars)")
+
+
+def _add_access_args(p: argparse.ArgumentParser) -> None:
+    """serve's access options (docs/security.md)."""
+    p.add_argument("--token", default=None,
+                   help="bearer token every API route, /offer, WebSocket and /metrics then needs "
+                        "(default: $LIPSTREAM_TOKEN, else none; docs/security.md)")
+    p.add_argument("--cors-origin", default=None, metavar="ORIGIN",
+                   help="let pages of this one origin (e.g. https://app.example.org) call the API "
+                        "(default: no cross-origin access)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stun", action="append", default=[], metavar="URL",
                    help="STUN server for clients beyond this machine, e.g. stun:stun.example.org:3478 "
                         "(repeatable; default: none, and a loopback server offers loopback ICE candidates only)")
+    _add_access_args(p)
     _add_avatar_args(p)
     _add_model_args(p)
     return parser
@@ -175,7 +187,9 @@ def serve_config(args: argparse.Namespace):  # noqa: ANN201 - realtime.server.Se
     return ServerConfig(host=args.host, port=args.port, avatar=args.avatar, avatars_dir=args.avatars_dir,
                         engine=args.engine, model_dir=args.model, max_sessions=args.max_sessions,
                         codec=args.codec, idle_motion=not args.no_idle_motion,
-                        max_lag_frames=args.max_lag_frames, stun=tuple(args.stun), render_when=args.render_when)
+                        max_lag_frames=args.max_lag_frames, stun=tuple(args.stun), render_when=args.render_when,
+                        token=args.token or os.environ.get("LIPSTREAM_TOKEN") or None,
+                        cors_origin=args.cors_origin)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from engines.mel import SAMPLE_RATE
 from realtime import low_latency
 from realtime.api_errors import fail, json_errors, read_body
 from realtime.audio_io import AudioFormatError, load_audio
+from realtime.auth import access_middleware, cors_middleware, warn_if_exposed
 from realtime.avatars import AvatarRegistry
 from realtime.clock import MediaClock, WallClock
 from realtime.frame_loop import FrameLoop
@@ -81,6 +82,8 @@ class ServerConfig:
     render_when: str = "tick"  # "window": also render as soon as mic audio completes a window (FrameLoop)
     client_dir: Path = CLIENT_DIR
     stun: tuple[str, ...] = ()  # STUN URLs for clients beyond this machine; none by default
+    token: str | None = None  # bearer token every API route needs (realtime/auth.py); None: open
+    cors_origin: str | None = None  # the one web origin (or "*") allowed cross-origin; None: no CORS
     # Builds the frame loop: (engine, clock, metrics, config) -> loop. Default: the batched FrameLoop;
     # the concurrency benchmark passes its naive baseline (benchmarks/naive_loop.py).
     frame_loop: Callable[..., Any] | None = None
@@ -300,7 +303,10 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     config = config or ServerConfig()
     if is_loopback_host(config.host):
         use_loopback_candidates(True)  # a loopback server's clients are on this machine
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_speech_bytes)
+    warn_if_exposed(config.host, config.token)
+    access = access_middleware(config.token, cors_origin=config.cors_origin, open_handlers=(healthz, client))
+    app = web.Application(middlewares=[cors_middleware(config.cors_origin), json_errors, access],
+                          client_max_size=config.max_speech_bytes)
     state = ServerState(config, engine, clock or WallClock())
     app[K_STATE] = state
 
