@@ -1,0 +1,403 @@
+"""The kiosk's screen: one full-screen OpenCV window showing the avatar, letterboxed.
+
+OpenCV's HighGUI (the Qt build of ``opencv-contrib-python``) draws the window; it needs an X
+display (``DISPLAY``; XWayland counts).  The window lives in a **child process** that imports
+nothing but OpenCV and numpy (``python -m realtime.kiosk.display``; :class:`ScreenProcess` is
+the parent's end).  Two reasons, both found the hard way: PyAV's wheel bundles its own libxcb and
+a ``libxcb-shm`` with the very file name OpenCV's Qt uses, so once ``av`` is imported (the server's
+audio path does) Qt's X connection hangs in ``xcb_shm_query_version``; and Qt aborts the whole
+process when its display goes away.  In a child, neither can take the kiosk down or hang it.
+
+Full screen works with and without a window manager: the window is asked to be full screen
+(a window manager obeys), and it is also placed at the screen's origin with an image exactly the
+screen's size (a bare X server, e.g. a kiosk started by ``xinit`` or Xvfb in tests, has nobody to
+obey).  The frame is scaled and letterboxed onto that image here, so where the avatar's mouth
+lies on the screen is known (:meth:`Display.screen_box`).  Esc or q quits, as does closing the
+window.
+
+The pipe protocol: the parent writes a 12-byte header (magic, frame id, payload length, all
+little-endian uint32) and the I420 planes; the child shows the frame at once and answers one
+line ``shown ID MONOTONIC`` (``time.monotonic`` is one clock for every process on the machine);
+it also writes ``ready JSON`` (window geometry) once, and ``quit``/``closed`` on Esc/q or a closed
+window.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Display", "DisplayError", "ScreenProcess", "check_display", "screen_size", "letterbox", "map_box"]
+
+MAGIC = 0x4B534C50  # "PLSK"
+HEADER = struct.Struct("<III")
+
+QUIT_KEYS = {27, ord("q"), ord("Q")}
+
+
+class DisplayError(RuntimeError):
+    """No screen to show the avatar on; the message says how to get one."""
+
+
+def _x11():  # noqa: ANN202
+    name = ctypes.util.find_library("X11") or "libX11.so.6"
+    lib = ctypes.CDLL(name)
+    lib.XOpenDisplay.restype = ctypes.c_void_p
+    lib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    lib.XDefaultScreen.argtypes = [ctypes.c_void_p]
+    lib.XDisplayWidth.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.XDisplayHeight.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def screen_size() -> tuple[int, int] | None:
+    """(width, height) of the X screen ``DISPLAY`` names, or None if it cannot be reached."""
+    try:
+        lib = _x11()
+    except OSError:
+        return None
+    dpy = lib.XOpenDisplay(None)
+    if not dpy:
+        return None
+    try:
+        scr = lib.XDefaultScreen(dpy)
+        return int(lib.XDisplayWidth(dpy, scr)), int(lib.XDisplayHeight(dpy, scr))
+    finally:
+        lib.XCloseDisplay(dpy)
+
+
+def check_display() -> tuple[int, int]:
+    """The screen size; DisplayError when there is no X display to draw on."""
+    name = os.environ.get("DISPLAY")
+    if not name:
+        raise DisplayError("no display: DISPLAY is not set. Run the kiosk in a desktop session, or start an X "
+                           "server first (e.g. `xinit` on a kiosk machine, `Xvfb :1 & export DISPLAY=:1` headless)")
+    size = screen_size()
+    if size is None:
+        raise DisplayError(f"cannot open the X display {name!r} (is the X server running, and may this user "
+                           "connect to it? see `xhost`/XAUTHORITY)")
+    return size
+
+
+def letterbox(frame_wh: tuple[int, int], screen_wh: tuple[int, int]) -> tuple[int, int, int, int]:
+    """x, y, w, h of a frame scaled to fit the screen, centred (aspect ratio kept)."""
+    fw, fh = frame_wh
+    sw, sh = screen_wh
+    scale = min(sw / fw, sh / fh)
+    w, h = max(2, int(round(fw * scale))), max(2, int(round(fh * scale)))
+    return (sw - w) // 2, (sh - h) // 2, w, h
+
+
+def map_box(box: tuple[int, int, int, int], origin: tuple[int, int], rect: tuple[int, int, int, int],
+            frame_wh: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box in frame pixels -> screen pixels, for a window image at ``origin`` showing the frame
+    letterboxed at ``rect`` (x, y, w, h inside the image)."""
+    ox, oy = origin
+    x, y, w, h = rect
+    sx, sy = w / frame_wh[0], h / frame_wh[1]
+    x0, y0, x1, y1 = box
+    return (int(ox + x + x0 * sx), int(oy + y + y0 * sy), int(round(ox + x + x1 * sx)), int(round(oy + y + y1 * sy)))
+
+
+class Display:
+    """The window itself (used inside the window process)."""
+
+    def __init__(self, frame_w: int, frame_h: int, *, title: str = "lipstream", fullscreen: bool = True,
+                 scale: float = 1.0) -> None:
+        self.frame_wh = (int(frame_w), int(frame_h))
+        self.title = title
+        self.fullscreen = fullscreen
+        self.scale = scale
+        self.size = self.frame_wh  # the window's image size, set by open()
+        self.rect = (0, 0, *self.frame_wh)  # where the frame sits in the image
+        self._canvas: np.ndarray | None = None
+        self._bgr: np.ndarray | None = None
+        self._open = False
+
+    def open(self) -> None:
+        screen = check_display()
+        if self.fullscreen:
+            self.size = screen
+        else:
+            self.size = (int(round(self.frame_wh[0] * self.scale)), int(round(self.frame_wh[1] * self.scale)))
+        self.rect = letterbox(self.frame_wh, self.size)
+        self._canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+        cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        cv2.imshow(self.title, self._canvas)
+        cv2.waitKey(1)
+        if self.fullscreen:
+            cv2.moveWindow(self.title, 0, 0)
+            cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        cv2.waitKey(1)
+        self._open = True
+        log.info("display: %dx%d window%s, avatar at %s", self.size[0], self.size[1],
+                 " (full screen)" if self.fullscreen else "", self.rect)
+
+    def show_i420(self, planes: np.ndarray) -> None:
+        """Show one frame (I420 planes as the frame step makes them)."""
+        self._bgr = cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420, dst=self._bgr)
+        self.show_bgr(self._bgr)
+
+    def show_bgr(self, bgr: np.ndarray) -> None:
+        x, y, w, h = self.rect
+        if (w, h) == (bgr.shape[1], bgr.shape[0]) and (x, y) == (0, 0) and self.size == (w, h):
+            cv2.imshow(self.title, bgr)
+            return
+        interp = cv2.INTER_AREA if w < bgr.shape[1] else cv2.INTER_LINEAR
+        cv2.resize(bgr, (w, h), dst=self._canvas[y:y + h, x:x + w], interpolation=interp)
+        cv2.imshow(self.title, self._canvas)
+
+    def poll(self, wait_ms: int = 1) -> str | None:
+        """Pump window events for up to ``wait_ms``; "quit" on Esc/q, "closed" if the window went."""
+        key = cv2.waitKey(max(1, int(wait_ms)))
+        if key != -1 and (key & 0xFF) in QUIT_KEYS:
+            return "quit"
+        try:
+            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                return "closed"
+        except cv2.error:
+            return "closed"
+        return None
+
+    def origin(self) -> tuple[int, int]:
+        """Screen position of the window's image (its top-left pixel)."""
+        try:
+            x, y, _, _ = cv2.getWindowImageRect(self.title)
+            return int(x), int(y)
+        except cv2.error:
+            return 0, 0
+
+    def screen_box(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """A box in frame pixels -> the same region in screen pixels (where to look for the lips)."""
+        return map_box(box, self.origin(), self.rect, self.frame_wh)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error:
+                pass
+
+
+class ScreenProcess:
+    """The parent's end of the window: frames down a pipe, ``shown``/key events back.
+
+    :meth:`show` never blocks for long: frames go through a one-slot mailbox to a writer thread
+    (a newer frame replaces one not yet written).  ``on_shown(frame_id, t)`` and
+    ``on_event(name)`` are called on a reader thread.
+    """
+
+    def __init__(self, frame_w: int, frame_h: int, *, title: str = "lipstream", fullscreen: bool = True,
+                 scale: float = 1.0, on_shown: Callable[[int, float], None] | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        self.frame_wh = (int(frame_w), int(frame_h))
+        self.title, self.fullscreen, self.scale = title, fullscreen, scale
+        self.on_shown = on_shown
+        self.on_event = on_event
+        self.info: dict = {}
+        self.proc: subprocess.Popen | None = None
+        self._ready = threading.Event()
+        self._slot: tuple[int, bytes] | None = None
+        self._slot_cv = threading.Condition()
+        self._closing = False
+        self.write_started = 0.0  # when the write in progress began (0: none): a hung child shows here
+        self.frames_written = 0
+
+    def start(self, timeout_s: float = 30.0) -> dict:
+        """Start the window process; its geometry once the window is up. DisplayError if it fails."""
+        cmd = [sys.executable, "-m", "realtime.kiosk.display", "--title", self.title,
+               "--frame", f"{self.frame_wh[0]}x{self.frame_wh[1]}", "--scale", str(self.scale)]
+        if not self.fullscreen:
+            cmd.append("--windowed")
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        threading.Thread(target=self._read, name="lipstream-screen-read", daemon=True).start()
+        threading.Thread(target=self._write, name="lipstream-screen-write", daemon=True).start()
+        if not self._ready.wait(timeout_s) or not self.info:
+            code = self.proc.poll()
+            self.close()
+            raise DisplayError(f"the window did not open (display process {'exited with ' + str(code) if code is not None else 'hung'}"
+                               f"; DISPLAY={os.environ.get('DISPLAY')!r})")
+        return self.info
+
+    def show(self, frame_id: int, planes: np.ndarray) -> None:
+        with self._slot_cv:
+            self._slot = (frame_id, np.ascontiguousarray(planes).tobytes())
+            self._slot_cv.notify()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def hung(self, now: float, limit_s: float = 5.0) -> bool:
+        """A frame write has been stuck for ``limit_s``: the window process stopped reading."""
+        return bool(self.write_started) and now - self.write_started > limit_s
+
+    def _write(self) -> None:
+        proc = self.proc
+        while True:
+            with self._slot_cv:
+                while self._slot is None and not self._closing:
+                    self._slot_cv.wait(0.5)
+                if self._closing:
+                    return
+                frame_id, data = self._slot
+                self._slot = None
+            try:
+                self.write_started = time.monotonic()
+                proc.stdin.write(HEADER.pack(MAGIC, frame_id & 0xFFFFFFFF, len(data)) + data)
+                self.frames_written += 1
+            except (BrokenPipeError, OSError, ValueError):
+                self._event("closed")
+                return
+            finally:
+                self.write_started = 0.0
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if line.startswith("shown "):
+                try:
+                    _, fid, t = line.split()
+                    if self.on_shown is not None:
+                        self.on_shown(int(fid), float(t))
+                except ValueError:
+                    pass
+            elif line.startswith("ready "):
+                try:
+                    self.info = json.loads(line[6:])
+                except ValueError:
+                    self.info = {}
+                self._ready.set()
+            elif line.startswith("info "):
+                try:
+                    self.info.update(json.loads(line[5:]))
+                except ValueError:
+                    pass
+            elif line in ("quit", "closed"):
+                self._event(line)
+        self._ready.set()
+        if not self._closing:
+            self._event("closed")
+
+    def _event(self, name: str) -> None:
+        if self.on_event is not None and not self._closing:
+            self.on_event(name)
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        with self._slot_cv:
+            self._closing = True
+            self._slot_cv.notify()
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()  # the child exits on EOF
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+
+
+def _read_exact(fd: int, n: int, buf: bytearray) -> bool:
+    """Fill ``buf[:n]`` from ``fd``; False at end of file."""
+    view = memoryview(buf)[:n]
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if k == 0:
+            return False
+        got += k
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The window process: frames from stdin, on screen at once, ``shown`` lines on stdout."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m realtime.kiosk.display")
+    p.add_argument("--title", default="lipstream")
+    p.add_argument("--frame", required=True, help="WxH of the frames")
+    p.add_argument("--windowed", action="store_true")
+    p.add_argument("--scale", type=float, default=1.0)
+    args = p.parse_args(argv)
+    fw, fh = (int(v) for v in args.frame.lower().split("x"))
+    out = sys.stdout
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kiosk's to handle; it closes us
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    display = Display(fw, fh, title=args.title, fullscreen=not args.windowed, scale=args.scale)
+    try:
+        display.open()
+    except DisplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    frame_bytes = fw * fh * 3 // 2
+    planes = np.empty((fh * 3 // 2, fw), np.uint8)
+    payload = bytearray(frame_bytes)
+    header = bytearray(HEADER.size)
+    fd = sys.stdin.fileno()
+    say("ready " + json.dumps({"size": list(display.size), "rect": list(display.rect),
+                               "origin": list(display.origin()), "fullscreen": display.fullscreen}))
+    origin_sent = False
+    shown = 0
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], 0.005)
+            if ready:
+                if not _read_exact(fd, HEADER.size, header):
+                    return 0  # the kiosk closed the pipe
+                magic, fid, n = HEADER.unpack(header)
+                if magic != MAGIC or n != frame_bytes:
+                    print(f"error: bad frame header ({magic:#x}, {n} bytes)", file=sys.stderr)
+                    return 1
+                if not _read_exact(fd, n, payload):
+                    return 0
+                planes.reshape(-1)[:] = np.frombuffer(payload, np.uint8)
+                display.show_i420(planes)
+                event = display.poll(1)
+                say(f"shown {fid} {time.monotonic():.6f}")
+                shown += 1
+                if not origin_sent and shown == 5:  # the window manager has placed it by now
+                    origin_sent = True
+                    say("info " + json.dumps({"origin": list(display.origin())}))
+            else:
+                event = display.poll(1)
+            if event is not None:
+                say(event)
+                return 0
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0
+    finally:
+        display.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,719 @@
+"""The presenter kiosk: a local microphone and speaker, the avatar full screen on this machine.
+
+The same front end and frame step as the server: one :class:`~realtime.session.Session`
+(timeline, mel, VAD) and the 25 fps :class:`~realtime.frame_loop.FrameLoop` on the wall clock
+(inference on its worker thread).  Only the ends differ: the session's source is the local mic
+(or queued speech), its audio sink is the :class:`~realtime.kiosk.audio_io.Speaker` and its video
+sink the :class:`~realtime.kiosk.pacer.ScreenSink`, which puts frame ``k`` on screen when the
+first sample of frame ``k``'s speech reaches the speaker's DAC.
+
+Threads: the **main thread** owns the window (OpenCV/Qt wants one GUI thread) and shows the due
+frames; an **event-loop thread** runs the frame loop, the session, the mic's resampling, the
+playlist, barge-in, the device watchdog and the optional HTTP API; the frame loop's **worker
+thread** runs the engine; PortAudio's **callback threads** only copy audio.
+
+Modes:
+
+- **mic** (no ``--play``/``--http``): the microphone drives the mouth and comes out of the speaker
+  with the lips (a headset or ``--output none`` avoids feedback from speaker to mic);
+- **presenter** (``--play FILE_OR_DIR``, ``--http PORT``): queued speech drives it; with
+  ``--barge-in`` the mic is listened to (webrtcvad) and speech on it interrupts playback through
+  the frame step's :class:`~realtime.frame_step.Interrupt` event; the playlist goes on with the
+  next file once the mic has been quiet for a second.
+
+A device that stops (PortAudio ends the stream, or its callbacks stop) is reopened by name for
+``reconnect_s``; if it does not come back the kiosk exits (code 3) with a message listing the
+devices it can see.  Exit codes: 0 quit (Esc, q, window closed, playlist done with
+``exit_when_done``), 2 bad configuration (no device, no display, no such file), 3 device lost,
+130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from realtime.kiosk.devices import AudioDeviceError, Device, format_devices, list_devices, rescan, resolve
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KioskConfig", "Kiosk", "KioskError", "BargeIn", "playlist_files", "run_kiosk", "AUDIO_SUFFIXES"]
+
+AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".webm"}
+SESSION_ID = "kiosk"
+SPEECH_TAIL_S = 0.4  # queued speech is "being spoken" until this long after its last sample is due
+
+
+class KioskError(RuntimeError):
+    """The kiosk cannot run as asked; ``code`` is the exit status (2 config, 3 device lost)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class KioskConfig:
+    input: str | None = None  # device name/index; None: the default; "none": no microphone
+    output: str | None = None  # device name/index; None: the default; "none": no speaker
+    play: list[Path] = field(default_factory=list)  # files or folders to speak, in order
+    loop_playlist: bool = False
+    http_port: int | None = None  # POST /speak, /interrupt; GET /status
+    http_host: str = "127.0.0.1"
+    barge_in: bool = False
+    barge_in_s: float = 0.3  # this much speech on the mic (of the last 0.4 s) interrupts
+    resume_s: float = 1.0  # after a barge-in, the playlist resumes once the mic is quiet this long
+    avatar: str = "default"
+    avatars_dir: Path | None = None
+    engine: str = "auto"
+    model_dir: Path | None = None
+    idle_motion: bool = True
+    fullscreen: bool = True
+    scale: float = 1.0  # window scale when not full screen
+    max_lag_frames: int = 2
+    exit_when_done: bool = False
+    status_file: Path | None = None
+    reconnect_s: float = 10.0
+    first_audio_s: float = 5.0  # a fresh stream may take this long to deliver its first callback
+    stall_s: float = 4.0  # no callback for this long (after the first) = the device is gone; PortAudio's
+    # ALSA->PulseAudio path pauses callbacks for ~2 s after an underrun, so shorter would cry wolf
+    output_latency_s: float = 0.1  # PortAudio output latency: 'low' (~9 ms) underruns on a busy machine
+    title: str = "lipstream"
+
+    @property
+    def presenter(self) -> bool:
+        return bool(self.play) or self.http_port is not None
+
+    @property
+    def wants_mic(self) -> bool:
+        return (not self.presenter or self.barge_in) and not _is_none(self.input)
+
+    @property
+    def wants_speaker(self) -> bool:
+        return not _is_none(self.output)
+
+
+def _is_none(spec: str | None) -> bool:
+    return isinstance(spec, str) and spec.strip().lower() in ("none", "off", "-")
+
+
+def playlist_files(paths: list[Path]) -> list[Path]:
+    """Files in order: a file as given, a folder's audio files sorted by name (not recursive)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES),
+                           key=lambda f: f.name)
+            if not found:
+                raise KioskError(f"--play {p}: the folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise KioskError(f"--play {p}: no such file or folder")
+    return out
+
+
+class BargeIn:
+    """Speech on the microphone while the avatar speaks: webrtcvad over the last 0.4 s."""
+
+    def __init__(self, *, speech_s: float = 0.3, window_s: float = 0.4, aggressiveness: int = 3,
+                 floor_dbfs: float = -45.0) -> None:
+        from realtime.vad import FRAME_S, VadStream
+
+        self.vad = VadStream(aggressiveness, hangover_s=0.0, history_s=5.0, floor_dbfs=floor_dbfs)
+        self.window = max(1, int(round(window_s / FRAME_S)))
+        self.needed = max(1, min(self.window, int(round(speech_s / FRAME_S))))
+        self.frame_s = FRAME_S
+        self.last_speech_at = -1e9  # monotonic time of the last 20 ms judged speech
+
+    def push(self, samples16k: np.ndarray, now: float) -> bool:
+        """Feed mic audio; True when the recent audio is speech (enough of the window)."""
+        if self.vad.push(samples16k) == 0:
+            return False
+        end = self.vad.frames_decided
+        recent = self.vad.raw(max(0, end - self.window), end)
+        if recent[-1]:
+            self.last_speech_at = now
+        return int(recent.sum()) >= self.needed
+
+    def quiet_for(self, now: float) -> float:
+        return now - self.last_speech_at
+
+
+class Kiosk:
+    """One kiosk: prepare (devices, display, engine, avatar), then :meth:`run` until it ends."""
+
+    def __init__(self, config: KioskConfig, *, engine=None, avatar=None) -> None:  # noqa: ANN001
+        self.config = config
+        self.engine = engine
+        self.avatar = avatar
+        self.mic_device: Device | None = None
+        self.out_device: Device | None = None
+        self.files: list[Path] = []
+        self.exit_code = 0
+        self.message: str | None = None
+        self.state = "starting"
+        self.barge_ins = 0
+        self.reconnects = 0
+        self.playlist = {"index": -1, "file": None, "done": not config.play, "paused": False}
+        self.session = None
+        self.loop = None  # FrameLoop
+        self.mic = None
+        self.speaker = None
+        self.pacer = None
+        self.window: dict = {}
+        self._aio: asyncio.AbstractEventLoop | None = None
+        self._astop: asyncio.Event | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._speech_until = 0.0
+        self._http_runner = None
+        self._stuck = False  # a PortAudio call never returned: exit without waiting for it
+        self._barge = None
+        self.screen = None
+        self._inflight: dict[int, tuple] = {}
+        self._inflight_lock = threading.Lock()
+        self._show_delays: deque[float] = deque(maxlen=50)
+
+    # -- preparation (main thread) ----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything that can fail with a clear message before anything starts."""
+        c = self.config
+        if c.wants_mic or c.wants_speaker:
+            devices = list_devices()
+            if c.wants_mic:
+                self.mic_device = resolve(c.input, "input", devices)
+            if c.wants_speaker:
+                self.out_device = resolve(c.output, "output", devices)
+        if c.barge_in and self.mic_device is None:
+            raise KioskError("--barge-in listens to the microphone: it cannot be used with --input none")
+        if c.barge_in and not c.presenter:
+            raise KioskError("--barge-in interrupts played speech: use it with --play or --http")
+        self.files = playlist_files(c.play)
+        from realtime.kiosk.display import check_display
+
+        check_display()
+        if self.engine is None:
+            from engines.factory import create_engine
+            from engines.manifest import DEFAULT_MODEL_DIR
+
+            self.engine = create_engine(c.engine, c.model_dir or DEFAULT_MODEL_DIR)
+        if self.avatar is None:
+            from realtime.avatars import load_for_model
+
+            self.avatar = load_for_model(c.avatar, c.avatars_dir, self.engine.manifest.features_version,
+                                         self.engine.model_dir)
+        self.engine.warmup(self.engine.warmup_batches(1))
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Main thread: the window, the event-loop thread and the screen thread, until the kiosk
+        ends; returns the exit code."""
+        from realtime.kiosk.display import DisplayError, ScreenProcess
+        from realtime.kiosk.pacer import FramePacer
+
+        self.speaker = self._make_speaker()
+        self.pacer = FramePacer(self.speaker)
+        h, w = self.avatar.frames.shape[1:3]
+        self.screen = ScreenProcess(w, h, title=self.config.title, fullscreen=self.config.fullscreen,
+                                    scale=self.config.scale, on_shown=self._on_shown, on_event=self._on_window_event)
+        loop_thread = threading.Thread(target=self._thread_main, name="lipstream-kiosk-loop", daemon=True)
+        screen_thread = threading.Thread(target=self._screen_main, name="lipstream-kiosk-screen", daemon=True)
+        old_term = None
+        if threading.current_thread() is threading.main_thread():
+            old_term = signal.signal(signal.SIGTERM, lambda *_: self.request_stop(0))
+        try:
+            try:
+                self._window_info(self.screen.start())
+            except DisplayError as exc:
+                self.request_stop(2, str(exc))
+                return self.exit_code
+            loop_thread.start()
+            screen_thread.start()
+            while not self._stop.wait(0.25):
+                now = time.monotonic()
+                if not self.screen.alive() or self.screen.hung(now):
+                    self.request_stop(1, "the display window stopped responding" if self.screen.alive()
+                                      else "the display window went away")
+                self._window_info(self.screen.info)  # the window manager may move it; eyes known later
+                self._write_status()
+        except KeyboardInterrupt:
+            self.request_stop(130, "interrupted")
+        finally:
+            self._stop.set()
+            if self._aio is not None and self._astop is not None:
+                try:
+                    self._aio.call_soon_threadsafe(self._astop.set)
+                except RuntimeError:
+                    pass
+            if loop_thread.is_alive():
+                loop_thread.join(15.0)
+                if loop_thread.is_alive():
+                    log.error("the kiosk's event loop did not stop in 15 s")
+                    self._stuck = True
+            self.screen.close()
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            self.state = "stopped"
+            self._write_status()
+        return self.exit_code
+
+    def request_stop(self, code: int = 0, message: str | None = None) -> None:
+        """Any thread: end the kiosk with ``code`` (the first non-zero code wins)."""
+        if code and not self.exit_code:
+            self.exit_code = code
+        if message and not self.message:
+            self.message = message
+        self._stop.set()
+        if self._aio is not None and self._astop is not None:
+            try:
+                self._aio.call_soon_threadsafe(self._astop.set)
+            except RuntimeError:
+                pass
+
+    def _screen_main(self) -> None:
+        """Screen thread: each due frame to the window process, a little early by the time the
+        window takes to show one (measured), so it is on screen when its sound plays."""
+        pacer, screen = self.pacer, self.screen
+        fid = 0
+        while not self._stop.is_set():
+            item, target, wait = pacer.due(time.monotonic() + self._show_lead())
+            if item is None:
+                self._stop.wait(min(wait, 0.004))
+                continue
+            fid += 1
+            with self._inflight_lock:
+                self._inflight[fid] = (item, target, time.monotonic())
+                for old in [k for k in self._inflight if k < fid - 50]:
+                    del self._inflight[old]
+            screen.show(fid, item.planes)
+
+    def _show_lead(self) -> float:
+        """The median time from handing a frame to the window process to its being shown, <= 20 ms."""
+        if not self._show_delays:
+            return 0.0
+        return min(0.02, max(0.0, float(np.median(self._show_delays))))
+
+    def _on_shown(self, fid: int, t: float) -> None:
+        with self._inflight_lock:
+            entry = self._inflight.pop(fid, None)
+        if entry is None:
+            return
+        item, target, sent = entry
+        self._show_delays.append(t - sent)
+        self.pacer.shown(item, target, t)
+
+    def _on_window_event(self, name: str) -> None:
+        log.info("window %s: stopping", "closed" if name == "closed" else "quit key")
+        self.request_stop(0)
+
+    def _window_info(self, info: dict) -> None:
+        from realtime.kiosk.display import map_box
+
+        box = _union_box(self.avatar.mouth_boxes)
+        frame_wh = tuple(self.avatar.frames.shape[2:0:-1])
+        origin, rect = tuple(info.get("origin", (0, 0))), tuple(info.get("rect", (0, 0, *frame_wh)))
+        self.window = {"size": info.get("size"), "rect": list(rect), "origin": list(origin),
+                       "fullscreen": info.get("fullscreen"), "mouth_box": list(box),
+                       "mouth_box_screen": list(map_box(box, origin, rect, frame_wh))}
+        idle = self._idle_motion()
+        if idle is not None and idle.face is not None:
+            self.window["eye_boxes_screen"] = [list(map_box(b, origin, rect, frame_wh)) for b in idle.face.eye_boxes()]
+
+    def _idle_motion(self):  # noqa: ANN202
+        if self.loop is None:
+            return None
+        renderer = self.loop.step.renderers.get(self.avatar.name)
+        return None if renderer is None else renderer.idle
+
+    # -- the event-loop thread --------------------------------------------------------------------
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # noqa: BLE001 - any failure ends the kiosk with its message
+            log.exception("kiosk failed")
+            self.request_stop(2 if isinstance(exc, (AudioDeviceError, KioskError)) else 1, str(exc))
+        finally:
+            self._stop.set()
+
+    async def _main(self) -> None:
+        from realtime.clock import WallClock
+        from realtime.frame_loop import FrameLoop
+        from realtime.kiosk.pacer import ScreenSink
+        from realtime.session import Session
+
+        self._aio = asyncio.get_running_loop()
+        self._astop = asyncio.Event()
+        if self._stop.is_set():
+            return
+        c, engine, avatar = self.config, self.engine, self.avatar
+        clock = WallClock()
+        self.loop = FrameLoop(engine, clock, None, max_lag=c.max_lag_frames, idle_motion=c.idle_motion)
+        rows = self.loop.add_avatar(avatar)
+        renderer = self.loop.step.renderers[avatar.name]
+        if renderer.idle is not None:  # a still image: blinks and head motion (its face's geometry)
+            from realtime.idle_motion import IdleMotion
+
+            renderer.idle = await self._aio.run_in_executor(None, IdleMotion.for_avatar, avatar)
+            log.info("idle motion: blinks and head motion (eyes from the %s)", renderer.idle.face.source)
+        video = ScreenSink(self.pacer, self.speaker)
+        self.session = Session(SESSION_ID, avatar.name, rows, clock, video, self.speaker, engine.convention,
+                               mouth_box=_union_box(avatar.mouth_boxes))
+        tasks = []
+        try:
+            await self._start_streams()
+            self.loop.add(self.session)
+            self.loop.start()
+            if c.http_port is not None:
+                await self._start_http()
+            if self.files:
+                tasks.append(asyncio.ensure_future(self._play()))
+            tasks.append(asyncio.ensure_future(self._watch()))
+            self.state = "running"
+            self._ready.set()
+            log.info("kiosk running: %s mode, avatar %r, engine %s", "presenter" if c.presenter else "mic",
+                     avatar.name, engine.name)
+            await self._astop.wait()
+        finally:
+            self.state = "stopping"
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._http_runner is not None:
+                await self._http_runner.cleanup()
+            await self.loop.stop()
+            await self._close_streams()
+
+    def _make_speaker(self):  # noqa: ANN202
+        from realtime.kiosk.audio_io import NullSpeaker, Speaker
+
+        if self.out_device is None:
+            return NullSpeaker()
+        return Speaker(self.out_device, stall_s=self.config.stall_s, latency=self.config.output_latency_s,
+                       samples_per_frame=self.engine.convention.samples_per_frame,
+                       in_rate=self.engine.convention.sample_rate)
+
+    def _on_mic(self, samples16k: np.ndarray) -> None:
+        """Event loop: mic audio, 16 kHz mono."""
+        now = time.monotonic()
+        if self._barge is None:
+            self.session.on_mic_audio(samples16k)
+            return
+        if self._barge.push(samples16k, now) and self.speaking(now):
+            self.barge_ins += 1
+            log.info("barge-in: speech on the microphone interrupts playback")
+            self.interrupt()
+            if self.files:
+                self.playlist["paused"] = True
+
+    # -- speech -------------------------------------------------------------------------------------
+    def speaking(self, now: float | None = None) -> bool:
+        """Queued speech is still being spoken (or has just been, within the pipeline's delay)."""
+        now = time.monotonic() if now is None else now
+        return now < self._speech_until
+
+    def speak(self, wav: np.ndarray) -> float:
+        """Queue presenter speech (event loop); the seconds queued in all."""
+        queued = self.session.speak(wav)
+        # spoken by when all that is queued has played, plus the pipeline (lookahead, tick, speaker)
+        self._speech_until = time.monotonic() + queued + SPEECH_TAIL_S
+        return queued
+
+    def interrupt(self) -> None:
+        """Event loop: drop queued and unsent speech (the frame step applies it at its next step)."""
+        from realtime.frame_step import Interrupt
+
+        self.loop.post(Interrupt(self.session.id))
+        self.pacer.clear()
+        self._speech_until = time.monotonic()
+
+    async def _play(self) -> None:
+        from realtime.audio_io import load_audio
+
+        c, aio = self.config, asyncio.get_running_loop()
+        i = 0
+        while True:
+            if i >= len(self.files):
+                if not c.loop_playlist:
+                    break
+                i = 0
+            path = self.files[i]
+            wav = await aio.run_in_executor(None, load_audio, path)
+            while self.playlist["paused"]:  # a barge-in: wait for the mic to be quiet
+                if self._barge is None or self._barge.quiet_for(time.monotonic()) >= c.resume_s:
+                    self.playlist["paused"] = False
+                    log.info("the microphone is quiet again: playlist resumes")
+                    break
+                await asyncio.sleep(0.05)
+            while self.session.source.queued_s > 0.2:  # speech pushed over HTTP goes first
+                await asyncio.sleep(0.05)
+            self.playlist.update(index=i, file=str(path))
+            log.info("playing %s (%.1f s)", path, wav.size / self.engine.convention.sample_rate)
+            self.speak(wav)
+            # the next file is queued once this one is spoken (or interrupted)
+            while self.session.source.queued_s > 0.2 and not self.playlist["paused"]:
+                await asyncio.sleep(0.05)
+            i += 1
+        self.playlist["done"] = True
+        while self.speaking() or self.playlist["paused"]:
+            await asyncio.sleep(0.05)
+        if c.exit_when_done and c.http_port is None:
+            await asyncio.sleep(0.6)  # the last frames and their sound leave the pipeline
+            log.info("playlist done")
+            self.request_stop(0)
+
+    # -- devices ------------------------------------------------------------------------------------
+    async def _start_streams(self) -> None:
+        from realtime.kiosk.audio_io import MicInput
+
+        c = self.config
+        if self.mic_device is not None:
+            if c.barge_in:
+                self._barge = BargeIn(speech_s=c.barge_in_s)
+            self.mic = MicInput(self.mic_device, self._on_mic, asyncio.get_running_loop(), stall_s=c.stall_s)
+            await self._in_thread(self.mic.start, 10.0)
+        if self.out_device is not None:
+            await self._in_thread(self.speaker.start, 10.0)
+
+    async def _close_streams(self) -> None:
+        for stream in (self.mic, self.speaker):
+            if stream is not None and getattr(stream, "stream", None) is not None:
+                ok = await asyncio.get_running_loop().run_in_executor(None, stream.close, 2.0)
+                self._stuck |= not ok
+
+    async def _in_thread(self, fn, timeout_s: float):  # noqa: ANN001, ANN202
+        """Run a PortAudio call on a daemon thread (it may block on a vanished device)."""
+        fut = asyncio.get_running_loop().create_future()
+        aio = asyncio.get_running_loop()
+
+        def target() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001
+                aio.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(exc))
+            else:
+                aio.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+
+        threading.Thread(target=target, name="lipstream-portaudio", daemon=True).start()
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            self._stuck = True
+            raise AudioDeviceError(f"PortAudio did not answer within {timeout_s:.0f} s") from None
+
+    def _lost(self, now: float) -> str | None:
+        c = self.config
+        for name, stream in (("microphone", self.mic), ("speaker", self.speaker if self.out_device else None)):
+            if stream is None:
+                continue
+            if stream.finished or stream.stream is None:
+                return name
+            if not stream.callbacks:
+                if now - stream.started_at > c.first_audio_s:
+                    return name
+            elif not stream.healthy(now):
+                return name
+        return None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            lost = self._lost(time.monotonic())
+            if lost is not None:
+                await self._reconnect(lost)
+
+    async def _reconnect(self, what: str) -> None:
+        c = self.config
+        device = self.mic_device if what == "microphone" else self.out_device
+        log.warning("the %s %s stopped (device gone?); reconnecting for up to %.0f s", what, device.label(),
+                    c.reconnect_s)
+        self.state = "reconnecting"
+        self.reconnects += 1
+        deadline = time.monotonic() + c.reconnect_s
+        last: Exception | None = None
+        while time.monotonic() < deadline and not self._stop.is_set():
+            await self._close_streams()
+            try:
+                await self._in_thread(rescan, 5.0)
+                devices = await self._in_thread(list_devices, 5.0)
+                if self.mic is not None:
+                    self.mic.device = self.mic_device = _same_device(self.mic_device, c.input, "input", devices)
+                if self.out_device is not None:
+                    self.speaker.device = self.out_device = _same_device(self.out_device, c.output, "output", devices)
+                self.pacer.clear()  # their FIFO marks belong to the old stream
+                await self._start_streams_again()
+                log.info("audio devices reconnected")
+                self.state = "running"
+                return
+            except (AudioDeviceError, OSError) as exc:
+                last = exc
+            except Exception as exc:  # noqa: BLE001 - PortAudioError and friends
+                last = exc
+            await asyncio.sleep(1.0)
+        try:
+            now_devices = format_devices(list_devices())
+        except AudioDeviceError as exc:
+            now_devices = f"  ({exc})"
+        first = str(last).splitlines()[0] if last else "stopped"
+        self.request_stop(3, f"the {what} {device.label()} disappeared and did not come back within "
+                             f"{c.reconnect_s:.0f} s ({first}).\nAudio devices now:\n{now_devices}")
+
+    async def _start_streams_again(self) -> None:
+        if self.mic is not None:
+            await self._in_thread(self.mic.start, 10.0)
+        if self.out_device is not None:
+            await self._in_thread(self.speaker.start, 10.0)
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+    async def _start_http(self) -> None:
+        from aiohttp import web
+
+        from realtime.api_errors import fail, json_errors, read_body
+        from realtime.audio_io import AudioFormatError, load_audio
+        from realtime.session import SpeechQueueFull
+
+        max_bytes = 16 * 1024 * 1024
+
+        async def speak(request: web.Request) -> web.Response:
+            ctype = request.content_type
+            if not (ctype.startswith("audio/") or ctype == "application/octet-stream"):
+                raise fail(415, f"send speech as an audio file (audio/wav, ...), not {ctype or 'no content type'}")
+            body = await read_body(request, max_bytes)
+            try:
+                wav = await asyncio.get_running_loop().run_in_executor(None, load_audio, body)
+            except AudioFormatError as exc:
+                raise fail(400, str(exc)) from None
+            try:
+                queued = self.speak(wav)
+            except SpeechQueueFull as exc:
+                raise fail(413, str(exc)) from None
+            return web.json_response({"duration_s": wav.size / self.engine.convention.sample_rate,
+                                      "queued_s": queued})
+
+        async def interrupt(request: web.Request) -> web.Response:
+            self.interrupt()
+            return web.json_response({"interrupted": True})
+
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(self.status())
+
+        app = web.Application(middlewares=[json_errors], client_max_size=max_bytes)
+        app.router.add_post("/speak", speak)
+        app.router.add_post("/interrupt", interrupt)
+        app.router.add_get("/status", status)
+        self._http_runner = web.AppRunner(app)
+        await self._http_runner.setup()
+        try:
+            await web.TCPSite(self._http_runner, self.config.http_host, self.config.http_port).start()
+        except OSError as exc:
+            raise KioskError(f"--http {self.config.http_port}: cannot listen on "
+                             f"{self.config.http_host}:{self.config.http_port} ({exc.strerror or exc})") from None
+        log.info("kiosk HTTP API on http://%s:%d/ (POST /speak, POST /interrupt, GET /status)",
+                 self.config.http_host, self.config.http_port)
+
+    # -- status ---------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        s, sp, mic = self.session, self.speaker, self.mic
+        out = {
+            "state": self.state, "pid": os.getpid(), "mode": "presenter" if self.config.presenter else "mic",
+            "input": self.mic_device.label() if self.mic_device else None,
+            "output": self.out_device.label() if self.out_device else None,
+            "engine": getattr(self.engine, "name", None), "avatar": getattr(self.avatar, "name", None),
+            "window": dict(self.window), "show_lead_ms": round(1000 * self._show_lead(), 2),
+            "display": self.pacer.summary() if self.pacer else None,
+            "speaking": self.speaking(), "barge_ins": self.barge_ins, "reconnects": self.reconnects,
+            "playlist": dict(self.playlist), "exit_code": self.exit_code, "message": self.message,
+        }
+        if s is not None:
+            out.update(frames_rendered=s.stats.frames_rendered, frames_skipped=s.stats.frames_skipped,
+                       queued_s=round(s.source.queued_s, 3), mic_s=round(s.source.stats.mic_samples / 16000, 3),
+                       openings=[round(v, 3) for v in list(s.stats.openings)[-25:]])
+        if self.loop is not None:
+            out["ticks"] = self.loop.ticks
+        if sp is not None and self.out_device is not None:
+            out["speaker"] = {"rate": sp.rate, "underruns": sp.underruns, "backlog_ms": round(1000 * sp.backlog_s, 1),
+                              "dropped": sp.samples_dropped, "callbacks": sp.callbacks, "status_flags": sp.status_flags}
+        if mic is not None:
+            out["mic"] = {"rate": mic.rate, "callbacks": mic.callbacks, "level_dbfs": round(mic.level_dbfs, 1),
+                          "status_flags": mic.status_flags}
+        return out
+
+    def _write_status(self) -> None:
+        path = self.config.status_file
+        if path is None:
+            return
+        try:
+            tmp = Path(f"{path}.tmp")
+            tmp.write_text(json.dumps(self.status()))
+            os.replace(tmp, path)
+        except (OSError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a deque grew meanwhile
+            log.debug("status file: %s", exc)
+
+
+def _same_device(old: Device, spec: str | None, kind: str, devices: list[Device]) -> Device:
+    """After a rescan: the device with the old one's name, else whatever ``spec`` picks now."""
+    for d in devices:
+        if d.name == old.name and d.channels(kind) > 0:
+            return d
+    return resolve(spec, kind, devices)
+
+
+def _union_box(boxes: np.ndarray) -> tuple[int, int, int, int]:
+    b = np.asarray(boxes).reshape(-1, 4)
+    return int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+
+
+def run_kiosk(config: KioskConfig) -> int:
+    """``lipstream kiosk``: prepare, run, report; the exit code."""
+    import sys
+
+    from realtime.kiosk.display import DisplayError
+
+    kiosk = Kiosk(config)
+    try:
+        kiosk.prepare()
+    except (AudioDeviceError, DisplayError, KioskError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "code", 2)
+    code = kiosk.run()
+    if kiosk.message:
+        print(("error: " if code not in (0, 130) else "") + kiosk.message, file=sys.stderr)
+    if kiosk._stuck:  # a PortAudio thread is stuck in a vanished device: do not wait for it at exit
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
+
+
+def list_devices_command() -> int:
+    """``lipstream kiosk --list-devices``: 0 when PortAudio sees a device, 2 when none."""
+    import sys
+
+    try:
+        devices = list_devices()
+    except AudioDeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("Audio devices (choose with --input/--output NAME or INDEX):")
+    print(format_devices(devices))
+    return 0 if devices else 2
+
+
+def config_from_args(args) -> KioskConfig:  # noqa: ANN001 - argparse.Namespace of `lipstream kiosk`
+    return KioskConfig(input=args.input, output=args.output, play=list(args.play or []), loop_playlist=args.loop,
+                       http_port=args.http, http_host=args.http_host, barge_in=args.barge_in, avatar=args.avatar,
+                       avatars_dir=args.avatars_dir, engine=args.engine, model_dir=args.model,
+                       idle_motion=not args.no_idle_motion, fullscreen=not args.windowed, scale=args.scale,
+                       max_lag_frames=args.max_lag_frames, exit_when_done=args.exit_when_done,
+                       status_file=args.status_file, reconnect_s=args.reconnect_s)
