@@ -116,6 +116,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access_args(p)
     _add_avatar_args(p)
     _add_model_args(p)
+
+    p = sub.add_parser("kiosk", help="the avatar full screen here, a local microphone and speaker",
+                       description="Show the avatar full screen on this machine (Esc or q quits), driven by the "
+                                   "local microphone, or by audio files (--play) or speech pushed over HTTP "
+                                   "(--http); the speech comes out of the speaker in step with the lips. "
+                                   "docs/kiosk.md")
+    p.add_argument("--input", metavar="DEVICE", default=None,
+                   help="microphone: a device index or (part of) its name, 'none' for no mic (default: the system's)")
+    p.add_argument("--output", metavar="DEVICE", default=None,
+                   help="speaker: a device index or (part of) its name, 'none' to stay silent (default: the system's)")
+    p.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    p.add_argument("--play", action="append", type=Path, metavar="FILE_OR_DIR",
+                   help="speak these audio files (a folder: its files by name), in order; repeatable")
+    p.add_argument("--loop", action="store_true", help="repeat the --play playlist")
+    p.add_argument("--http", type=int, metavar="PORT", default=None,
+                   help="accept speech over HTTP: POST /speak (an audio file), POST /interrupt, GET /status")
+    p.add_argument("--http-host", default="127.0.0.1", help="address for --http (default: 127.0.0.1)")
+    p.add_argument("--barge-in", action="store_true",
+                   help="speech on the microphone interrupts playback (with --play or --http)")
+    p.add_argument("--windowed", action="store_true", help="a window instead of full screen")
+    p.add_argument("--scale", type=float, default=1.0, help="window scale with --windowed (default: 1)")
+    p.add_argument("--exit-when-done", action="store_true", help="exit once the --play playlist has been spoken")
+    p.add_argument("--status-file", type=Path, default=None,
+                   help="keep a JSON status here (frames shown, A/V skew, devices, mouth box on screen)")
+    p.add_argument("--reconnect-s", type=float, default=10.0,
+                   help="how long to retry a device that disappeared before exiting (default: 10)")
+    p.add_argument("--max-lag-frames", type=int, default=2, choices=(1, 2, 3),
+                   help="frames the avatar may fall behind before skipping ahead (default: 2, as serve)")
+    p.add_argument("--no-idle-motion", action="store_true", help="no blinks, breathing or head motion")
+    _add_avatar_args(p)
+    _add_model_args(p)
     return parser
 
 
@@ -202,8 +233,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kiosk(args: argparse.Namespace) -> int:
+    from realtime.kiosk.kiosk import config_from_args, list_devices_command, run_kiosk
+
+    if args.list_devices:
+        return list_devices_command()
+    return run_kiosk(config_from_args(args))
+
+
 COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export,
-            "build-engine": cmd_build_engine, "serve": cmd_serve}
+            "build-engine": cmd_build_engine, "serve": cmd_serve,
+            "kiosk": cmd_kiosk}
 
 
 def main(argv: list[str] | None = None) -> int:
