@@ -92,8 +92,10 @@ def test_audio_is_the_tts_audio_paired_with_frames(inprocess: dict) -> None:
     assert audio and all(a.sample_rate == RATE and a.num_channels == 1 for a in audio)
     played = sum(a.num_frames for a in audio) / RATE
     assert abs(played - inprocess["speech_s"]) < 0.09, (played, inprocess["speech_s"])  # whole frames of it
-    # every audio block is one frame's worth (40 ms) and is followed by its image
-    assert {a.num_frames for a in audio} == {RATE // 25}
+    # every audio block is one frame's worth (40 ms; more after frames skipped under load) and is
+    # followed by its image
+    assert all(a.num_frames % (RATE // 25) == 0 for a in audio)
+    assert np.median([a.num_frames for a in audio]) == RATE // 25
     for i, f in enumerate(first):
         if isinstance(f, TTSAudioRawFrame):
             assert isinstance(first[i + 1], OutputImageRawFrame)

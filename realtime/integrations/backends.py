@@ -70,6 +70,17 @@ class AvatarBackend(Protocol):
     async def stop(self) -> None: ...
 
 
+def _discard_media(queue: asyncio.Queue) -> None:
+    """Drop the frames and audio waiting in ``queue`` (made before an interrupt); keep events."""
+    keep = []
+    while not queue.empty():
+        item = queue.get_nowait()
+        if isinstance(item, AvatarEvent):
+            keep.append(item)
+    for item in keep:
+        queue.put_nowait(item)
+
+
 class _Pacing:
     """Back-pressure from the speech stream's events: ``push`` waits while the buffer is full."""
 
@@ -148,6 +159,9 @@ class InProcessAvatar:
         sink = _NullSinks()
         self.session = _Session(sid, avatar.name, rows, clock, sink, sink, engine.convention,
                                 mouth_box=union_box(avatar.mouth_boxes))
+        # Frames skipped under load (a late inference) still hand their speech over: a pipeline
+        # paces the audio itself, so a skipped frame must not cost its sound (the server caps it at 2).
+        self.session.max_catchup = 25
         self.loop.add(self.session)
         self.stream = SpeechStream(self.session, interrupt=lambda: self.loop.post(Interrupt(sid)),
                                    on_event=self._on_event, rate=self.rate, max_buffer_s=self._max_buffer_s,
@@ -190,6 +204,7 @@ class InProcessAvatar:
     async def clear(self) -> None:
         self._pacing.ready.set()
         self.stream.clear()
+        _discard_media(self.output)
 
     async def stop(self) -> None:
         if self.loop is None:
@@ -328,6 +343,7 @@ class RemoteAvatar:
     async def clear(self) -> None:
         self._pacing.ready.set()
         self._speaking, self._quiet_from = False, 0.0
+        _discard_media(self.output)
         await self._ws.send_str('{"type": "clear"}')
 
     async def stop(self) -> None:
