@@ -328,9 +328,9 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     app.router.add_post("/api/sessions/{sid}/interrupt", interrupt)
     from realtime import stream_api, whip  # noqa: E402 - routes kept in their own modules
     stream_api.add_routes(app, state)
-    app.router.add_get("/{path:.*}", client)
     whip.add_routes(app, state)
     return app
+    app.router.add_get("/{path:.*}", client)
 
 
 def run_server(config: ServerConfig) -> None:
