@@ -329,8 +329,8 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     from realtime import stream_api, whip  # noqa: E402 - routes kept in their own modules
     stream_api.add_routes(app, state)
     whip.add_routes(app, state)
-    return app
     app.router.add_get("/{path:.*}", client)
+    return app
 
 
 def run_server(config: ServerConfig) -> None:
