@@ -140,8 +140,8 @@ def test_interruption_clears_within_one_frame(inprocess: dict) -> None:
 @pytest.fixture(scope="module")
 def remote(engine, speech) -> dict:
     async def go() -> dict:
-        async with serving(engine) as (base, _):
-            service = LipstreamVideoService(url=base, sample_rate=RATE)
+        async with serving(engine, token="s3cret") as (base, _):  # a --token server: the remote mode sends it
+            service = LipstreamVideoService(url=base, sample_rate=RATE, token="s3cret")
             seconds = speech.size / RATE
             send = [SleepFrame(1.0), *tts_frames(speech, "a"), TTSStoppedFrame(context_id="a"),
                     SleepFrame(seconds + 1.0), *tts_frames(speech, "b"), SleepFrame(1.8),

@@ -239,15 +239,17 @@ class RemoteAvatar:
     """A lipstream server: a receive-only WebRTC presenter session plus the speech WebSocket.
 
     ``base_url``: e.g. ``http://127.0.0.1:8080``; ``rate``: the WebSocket's PCM rate (16000, 24000
-    or 48000; other input rates are resampled to it here).  The audio that comes out is the
+    or 48000; other input rates are resampled to it here); ``token``: the server's ``--token``.  The audio that comes out is the
     server's returned speech track (48 kHz), ``speech`` True between ``speech_started`` and a
     short tail after ``speech_ended`` / ``interrupted``.
     """
 
     TAIL_S = 0.15  # returned audio still counted as speech after the segment's end event
 
-    def __init__(self, base_url: str, *, rate: int = 24000, avatar: str | None = None) -> None:
+    def __init__(self, base_url: str, *, rate: int = 24000, avatar: str | None = None,
+                 token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.rate = rate
         self.avatar = avatar
         self.output: asyncio.Queue = asyncio.Queue()
@@ -269,7 +271,7 @@ class RemoteAvatar:
         from realtime.ice import peer_configuration
 
         self._resampler = Resampler(out_rate=self.rate)
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(headers=self._headers)  # --token servers: on every request
         pc = self._pc = RTCPeerConnection(configuration=peer_configuration())
         pc.addTransceiver("audio", direction="recvonly")
         pc.addTransceiver("video", direction="recvonly")

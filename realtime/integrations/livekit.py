@@ -54,16 +54,17 @@ __all__ = ["LipstreamVideoGenerator"]
 class LipstreamVideoGenerator(VideoGenerator):
     """A lip-synced avatar for LiveKit's ``AvatarRunner``.
 
-    ``url``: a lipstream server to drive (remote mode); without it the engine runs in this process
-    (``engine``, ``avatar`` as :class:`InProcessAvatar` takes them).  ``sample_rate``: the rate of
-    the audio yielded (in-process; set ``AvatarOptions.audio_sample_rate`` to it); remote, the
+    ``url``: a lipstream server to drive (remote mode; ``token``: its ``--token``); without it
+    the engine runs in this process (``engine``, ``avatar`` as :class:`InProcessAvatar` takes
+    them).  ``sample_rate``: the rate of the audio yielded (in-process; set ``AvatarOptions.audio_sample_rate`` to it); remote, the
     server's returned audio is 48 kHz.  ``backend``: any :class:`AvatarBackend` instead.
     """
 
     def __init__(self, *, url: str | None = None, engine=None, avatar=None, sample_rate: int = 24000,  # noqa: ANN001
+                 token: str | None = None,
                  backend: AvatarBackend | None = None) -> None:
         if backend is None:
-            backend = (RemoteAvatar(url, rate=sample_rate, avatar=avatar) if url
+            backend = (RemoteAvatar(url, rate=sample_rate, avatar=avatar, token=token) if url
                        else InProcessAvatar(engine=engine, avatar=avatar, rate=sample_rate))
         self.backend = backend
         self._started = False

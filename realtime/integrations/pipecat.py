@@ -67,18 +67,19 @@ __all__ = ["LipstreamVideoService"]
 class LipstreamVideoService(FrameProcessor):
     """A lip-synced avatar for a Pipecat pipeline (place it right after the TTS).
 
-    ``url``: a lipstream server to drive (remote mode); without it the engine runs in this
-    process (``engine``, ``avatar``: as :class:`InProcessAvatar` takes them).  ``sample_rate``:
-    the rate of the audio it emits (in-process: the speech as the TTS sent it, resampled only if
+    ``url``: a lipstream server to drive (remote mode; ``token``: its ``--token``); without it
+    the engine runs in this process (``engine``, ``avatar``: as :class:`InProcessAvatar` takes
+    them).  ``sample_rate``: the rate of the audio it emits (in-process: the speech as the TTS sent it, resampled only if
     the TTS rate differs; remote: the WebSocket's rate, and the server's 48 kHz returned audio is
     what comes back).  ``backend``: any :class:`AvatarBackend` instead.
     """
 
     def __init__(self, *, url: str | None = None, engine=None, avatar=None, sample_rate: int = 24000,  # noqa: ANN001
+                 token: str | None = None,
                  sync_with_audio: bool = True, backend: AvatarBackend | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if backend is None:
-            backend = (RemoteAvatar(url, rate=sample_rate, avatar=avatar) if url
+            backend = (RemoteAvatar(url, rate=sample_rate, avatar=avatar, token=token) if url
                        else InProcessAvatar(engine=engine, avatar=avatar, rate=sample_rate))
         self.backend = backend
         self._sync = sync_with_audio
