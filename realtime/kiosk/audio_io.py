@@ -208,7 +208,15 @@ class Speaker(_Watched):
         channels = max(1, min(2, self.device.outputs))
         stream, rate = _open(sd.OutputStream, self.device, "output", channels=channels, dtype="float32",
                              latency=self.latency, callback=self._callback, finished_callback=self._finished)
-        with self._lock:  # deliver() may run meanwhile: everything it touches is set before the stream
+        self.reset(rate, channels)  # deliver() may run meanwhile: all it touches is set before the stream
+        self.stream = stream
+        stream.start()
+        log.info("speaker: %s at %d Hz, %d channel(s) (output latency %.0f ms)", self.device.label(), rate,
+                 channels, 1000 * float(stream.latency))
+
+    def reset(self, rate: int, channels: int) -> None:
+        """An empty FIFO for a stream at ``rate`` (start() calls it; tests drive it without PortAudio)."""
+        with self._lock:
             self.channels, self.rate = channels, rate
             self._buf = np.zeros(int(rate * 2.0), np.float32)  # ring; 2 s > any backlog kept
             self._resampler = Resampler(out_rate=rate, quality="LQ")
@@ -219,14 +227,10 @@ class Speaker(_Watched):
         self.started_at = time.monotonic()
         self.last_callback = 0.0
         self.callbacks = 0
-        self.stream = stream
-        stream.start()
-        log.info("speaker: %s at %d Hz, %d channel(s) (output latency %.0f ms)", self.device.label(), rate,
-                 channels, 1000 * float(stream.latency))
 
     def deliver(self, samples16k: np.ndarray) -> None:
         """Queue one frame's speech (16 kHz mono float32); the newest frame's first sample is marked."""
-        if self.stream is None:
+        if self.stream is None or not self.rate:
             return
         with self._lock:
             up = self._resampler.push(samples16k, self.in_rate)
