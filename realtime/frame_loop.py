@@ -11,19 +11,26 @@ window, a step runs after ``coalesce_s`` (so sessions whose windows complete tog
 call), and again as soon as the worker frees up while frames are ready.  The tick stays, for
 presenter sessions and the silence fill.  It removes the wait for the next tick (about half a
 frame on average) from mic-to-mouth, at the price of smaller batches.
+
+Engine faults (``realtime/engine_faults.py``): a batch that raises delivers nothing (counted,
+logged): the tracks repeat their last frame and the next tick tries again.  A call still running
+``engine_deadline_s`` after it started is abandoned: its job is marked so that whatever it returns
+is dropped, its worker thread is left to finish on its own, and a fresh worker takes the next
+ticks.  At most one abandoned thread exists at a time: while it has not come back, a second hung
+call is waited for (ticks stay busy) rather than abandoned too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from engines.avatar import Avatar
 from engines.base import Engine
 from realtime.clock import MediaClock, TickGrid
+from realtime.engine_faults import RenderWorker
 from realtime.frame_step import FrameStep, Job, SessionEvent
 from realtime.metrics import ServerMetrics
 from realtime.session import Session
@@ -36,7 +43,7 @@ __all__ = ["FrameLoop"]
 class FrameLoop:
     def __init__(self, engine: Engine, clock: MediaClock, metrics: ServerMetrics | None = None, *,
                  max_batch: int = 32, max_lag: int = 2, idle_motion: bool = True, render_when: str = "tick",
-                 coalesce_s: float = 0.004) -> None:
+                 coalesce_s: float = 0.004, engine_deadline_s: float = 1.0) -> None:
         if render_when not in ("tick", "window"):
             raise ValueError(f"render_when must be 'tick' or 'window', not {render_when!r}")
         self.render_when = render_when
@@ -48,8 +55,12 @@ class FrameLoop:
         self.step = FrameStep(engine, metrics, max_batch=max_batch, max_lag=max_lag, idle_motion=idle_motion)
         self.grid = TickGrid(clock.now(), engine.convention.fps)
         self.ticks = 0
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipstream-render")
+        self.engine_deadline_s = engine_deadline_s  # a call running longer is abandoned
+        self._worker = RenderWorker()
+        self._abandoned: RenderWorker | None = None  # the worker left inside a hung call, until it returns
         self._inflight: asyncio.Future | None = None
+        self._inflight_job: Job | None = None
+        self._inflight_since = 0.0
         self._task: asyncio.Task | None = None
 
     # -- what the server asks of a frame loop ------------------------------------------------
@@ -95,7 +106,10 @@ class FrameLoop:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await asyncio.get_running_loop().run_in_executor(None, self._worker.shutdown, True)
+        if self._inflight is not None:  # possibly hung: its daemon thread is not waited for
+            self._worker.shutdown(wait=False)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self._worker.shutdown, True)
 
     async def _run(self) -> None:
         n = self.grid.index_at(self.clock.now()) + 1
@@ -110,6 +124,8 @@ class FrameLoop:
 
     def tick(self, now: float) -> None:
         self.ticks += 1
+        if self._inflight is not None and now - self._inflight_since > self.engine_deadline_s:
+            self._abandon(now)
         if self._inflight is not None:
             self.step.begin(now)
             if self.metrics and len(self.step):
@@ -122,6 +138,7 @@ class FrameLoop:
         job = self.step.plan(now)
         if job is None:
             return
+        self._inflight_job, self._inflight_since = job, now
         fut = self._inflight = asyncio.get_running_loop().run_in_executor(self._worker, self.step.render, job)
         fut.add_done_callback(lambda f: self._on_rendered(job, f))
 
@@ -132,8 +149,22 @@ class FrameLoop:
             await asyncio.wait([self._inflight])
             await asyncio.sleep(0)  # the done callback (delivery) runs first
 
+    def _abandon(self, now: float) -> None:
+        """The call in flight is past its deadline: leave its thread to finish, carry on with a new one
+        — unless an earlier abandoned thread is still out (never more than one)."""
+        if self._abandoned is not None and self._abandoned.alive:
+            return
+        self._inflight_job.abandoned = True
+        self._worker.shutdown(wait=False)
+        self._abandoned, self._worker = self._worker, RenderWorker()
+        self._inflight = self._inflight_job = None
+        self.step.faults.abandoned(now - self._inflight_since)
+
     def _on_rendered(self, job: Job, fut: asyncio.Future) -> None:
-        self._inflight = None
+        if job.abandoned:
+            self.step.faults.came_back(self.clock.now() - job.planned_at)
+            return
+        self._inflight = self._inflight_job = None
         self.step.deliver_result(job, fut, self.clock.now())
         if self.render_when == "window" and self.step.has_ready():  # frames became ready meanwhile
             self._heard()

@@ -18,6 +18,7 @@ Interrupts bump a session's *epoch*; frames rendered for an older epoch are drop
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import numpy as np
 from engines.avatar import Avatar
 from engines.base import Engine
 from realtime.compositor import Compositor, to_i420
+from realtime.engine_faults import EngineFaults
 from realtime.frame_meta import FrameTiming
 from realtime.idle_motion import IdleMotion
 from realtime.metrics import ServerMetrics
@@ -83,6 +85,7 @@ class Job:
     times: np.ndarray  # per item: the frame's instant on the clock (idle motion)
     epochs: list[int]  # per item: the session's epoch when planned
     planned_at: float
+    abandoned: bool = False  # set by the frame loop when the call hung past its deadline
 
 
 @dataclass
@@ -108,6 +111,8 @@ class FrameStep:
         self.sessions: dict[str, Session] = {}
         self._epoch: dict[str, int] = {}
         self._events: list[SessionEvent] = []
+        self.faults = EngineFaults(metrics)
+        self._composing = threading.Lock()  # an abandoned call that comes back never composites alongside
 
     # -- avatars and sessions ---------------------------------------------------------------
     def add_avatar(self, avatar: Avatar) -> np.ndarray:
@@ -189,11 +194,14 @@ class FrameStep:
         output = self.engine.run(b.mel, b.rows, b.gate)
         infer = time.perf_counter() - t0
         out = []
-        for i, sid in enumerate(b.session_ids):
-            t1 = time.perf_counter()
-            planes = job.renderers[i].frame(int(b.avatar_frames[i]), output.crops[i], float(job.times[i]))
-            out.append(Rendered(sid, int(b.frames[i]), job.epochs[i], planes, np.array(output.params[i]),
-                                infer, time.perf_counter() - t1))
+        with self._composing:
+            if job.abandoned:  # it hung past its deadline and the loop moved on: drop it
+                return out
+            for i, sid in enumerate(b.session_ids):
+                t1 = time.perf_counter()
+                planes = job.renderers[i].frame(int(b.avatar_frames[i]), output.crops[i], float(job.times[i]))
+                out.append(Rendered(sid, int(b.frames[i]), job.epochs[i], planes, np.array(output.params[i]),
+                                    infer, time.perf_counter() - t1))
         if self.metrics:
             self.metrics.inference.observe(infer)
             self.metrics.batch_size.observe(len(b))
@@ -207,8 +215,9 @@ class FrameStep:
             return
         exc = fut.exception()
         if exc is not None:
-            log.error("rendering a batch failed: %r", exc)
+            self.faults.failed(exc)  # counted, logged (rate-limited); the tracks repeat their last frame
             return
+        self.faults.ok()
         self.deliver(job, fut.result(), rendered_at)
 
     def deliver(self, job: Job, rendered: list[Rendered], rendered_at: float) -> None:

@@ -44,6 +44,14 @@ class ServerMetrics:
             "lipstream_latency_stage_seconds", "Audio-in -> frame-out by stage: jitter_buffer (per audio "
             "frame), lookahead, tick_wait, inference, composite, worker_other, send_wait, encode",
             ["stage"], buckets=sorted({*_MS_BUCKETS, 0.04, 0.06, 0.08}), registry=r)
+        self.engine_errors = Counter(
+            "lipstream_engine_errors", "Engine calls that failed: kind=raised (an exception, its frames "
+            "repeated) or hung (past the deadline: its worker thread abandoned)", ["kind"], registry=r)
+        for kind in ("raised", "hung"):
+            self.engine_errors.labels(kind)
+        self.engine_abandoned = Gauge(
+            "lipstream_engine_abandoned_workers", "Worker threads abandoned in a hung engine call that have "
+            "not returned yet (at most 1)", registry=r)
         self.batch_size = Histogram("lipstream_batch_size", "Frames per engine call",
                                     buckets=(1, 2, 4, 8, 16, 32), registry=r)
 

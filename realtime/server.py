@@ -84,6 +84,7 @@ class ServerConfig:
     stun: tuple[str, ...] = ()  # STUN URLs for clients beyond this machine; none by default
     token: str | None = None  # bearer token every API route needs (realtime/auth.py); None: open
     cors_origin: str | None = None  # the one web origin (or "*") allowed cross-origin; None: no CORS
+    engine_deadline_s: float = 1.0  # an engine call running longer is abandoned (realtime/engine_faults.py)
     # Builds the frame loop: (engine, clock, metrics, config) -> loop. Default: the batched FrameLoop;
     # the concurrency benchmark passes its naive baseline (benchmarks/naive_loop.py).
     frame_loop: Callable[..., Any] | None = None
@@ -91,7 +92,7 @@ class ServerConfig:
 
 def batched_frame_loop(engine: Engine, clock: MediaClock, metrics: ServerMetrics, config: ServerConfig) -> FrameLoop:
     return FrameLoop(engine, clock, metrics, max_lag=config.max_lag_frames, idle_motion=config.idle_motion,
-                     render_when=config.render_when)
+                     render_when=config.render_when, engine_deadline_s=config.engine_deadline_s)
 
 
 class ServerState:
