@@ -160,6 +160,35 @@ class VirtualRig:
         """Record what the kiosk plays (``out.monitor``), 16 kHz mono, from now on."""
         return OutputRecorder(self, rate).start()
 
+    def press_key(self, key: str = "q") -> bool:
+        """Type ``key`` on the display (XTest, through ctypes); False when libXtst is missing."""
+        import ctypes
+
+        xtst_name = ctypes.util.find_library("Xtst")
+        if xtst_name is None:
+            return False
+        x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+        xtst = ctypes.CDLL(xtst_name)
+        x11.XOpenDisplay.restype = ctypes.c_void_p
+        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        x11.XStringToKeysym.restype = ctypes.c_ulong
+        x11.XStringToKeysym.argtypes = [ctypes.c_char_p]
+        x11.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        x11.XFlush.argtypes = [ctypes.c_void_p]
+        x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        xtst.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
+        dpy = x11.XOpenDisplay(self.display.encode())
+        if not dpy:
+            return False
+        try:
+            code = x11.XKeysymToKeycode(dpy, x11.XStringToKeysym(key.encode()))
+            xtst.XTestFakeKeyEvent(dpy, code, 1, 0)
+            xtst.XTestFakeKeyEvent(dpy, code, 0, 0)
+            x11.XFlush(dpy)
+        finally:
+            x11.XCloseDisplay(dpy)
+        return True
+
     def grabber(self):  # noqa: ANN201 - an mss screenshot object on this display
         import mss
 
@@ -188,7 +217,7 @@ class OutputRecorder:
 
     def _read(self) -> None:
         while True:
-            data = self._proc.stdout.read1(4096) if hasattr(self._proc.stdout, "read1") else self._proc.stdout.read(4096)
+            data = self._proc.stdout.read1(4096)
             if not data:
                 return
             self._chunks.append(data)
@@ -411,8 +440,8 @@ def idle_motion_cost(frames: int = 300) -> dict:
         avatar = ensure_default_avatar()
     h, w = avatar.frames.shape[1:3]
     out = {}
-    for name, idle in (("breathing_only", IdleMotion(h, w)),
-                       ("blinks_head_breathing", IdleMotion(h, w, face=FaceGeometry.from_mouth_box(avatar.mouth_boxes[0])))):
+    face = FaceGeometry.from_mouth_box(avatar.mouth_boxes[0])
+    for name, idle in (("breathing_only", IdleMotion(h, w)), ("blinks_head_breathing", IdleMotion(h, w, face=face))):
         times = []
         img = np.ascontiguousarray(avatar.frames[0])
         for i in range(frames):
@@ -540,7 +569,8 @@ def print_table(r: dict) -> None:
         if label == "speaker":
             print(f"{'':10s} A/V skew (screen - sound, external) {x.get('av_skew_external')}")
         print(f"{'':10s} kiosk's own: {x.get('kiosk_status')}")
-        print(f"{'':10s} CPU idle {x.get('cpu_percent_idle')} %, speaking {x.get('cpu_percent_speaking')} % of one core")
+        print(f"{'':10s} CPU idle {x.get('cpu_percent_idle')} %, "
+              f"speaking {x.get('cpu_percent_speaking')} % of one core")
     print(f"idle motion: {r.get('idle_motion')}")
 
 

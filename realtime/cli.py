@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a JSON status here (frames shown, A/V skew, devices, mouth box on screen)")
     p.add_argument("--reconnect-s", type=float, default=10.0,
                    help="how long to retry a device that disappeared before exiting (default: 10)")
+    p.add_argument("--output-latency-ms", type=float, default=100.0,
+                   help="speaker latency asked of PortAudio; lower suits a dedicated sound card (default: 100)")
     p.add_argument("--max-lag-frames", type=int, default=2, choices=(1, 2, 3),
                    help="frames the avatar may fall behind before skipping ahead (default: 2, as serve)")
     p.add_argument("--no-idle-motion", action="store_true", help="no blinks, breathing or head motion")

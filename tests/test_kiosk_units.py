@@ -171,6 +171,20 @@ def test_speaker_underrun_reprimes_and_clear_drops_speech() -> None:
     assert sp.backlog_s <= 0.3 + 1e-6 and sp.samples_dropped > 0
 
 
+def test_speaker_sheds_silence_to_come_back_to_its_cushion_after_a_stall() -> None:
+    sp = _speaker()
+    speech, silence = np.full(640, 0.25, np.float32), np.zeros(640, np.float32)
+    for _ in range(5):  # 200 ms delivered while the device played nothing (a stall)
+        sp.deliver(speech)
+    assert sp.backlog_s == pytest.approx(0.2, abs=0.02)  # speech is never shed (the resampler holds ~3 ms)
+    for _ in range(10):  # steady state afterwards: 40 ms played per 40 ms delivered, silence
+        sp.deliver(silence)
+        for _ in range(4):
+            _callback(sp, 480, 0.05)
+    assert sp.backlog_s <= sp.prime_s + sp.slack_s + 0.041
+    assert sp.samples_shed > 0 and sp.samples_dropped == 0
+
+
 # -- pacing -------------------------------------------------------------------------------------
 class _ClockSpeaker:
     """play_time(i) = base + i / rate: a speaker whose DAC timing we set."""
@@ -229,7 +243,8 @@ def test_barge_in_hears_speech_not_silence_or_hum() -> None:
     t = 0.0
     quiet = np.zeros(320 * 50, np.float32)
     rng = np.random.default_rng(0)
-    hum = (0.003 * np.sin(2 * np.pi * 50 * np.arange(16000) / 16000) + 0.001 * rng.standard_normal(16000)).astype(np.float32)
+    hum = 0.003 * np.sin(2 * np.pi * 50 * np.arange(16000) / 16000) + 0.001 * rng.standard_normal(16000)
+    hum = hum.astype(np.float32)
     for x in (quiet, hum):
         for chunk in np.array_split(x, len(x) // 320):
             assert not b.push(chunk, t)

@@ -12,8 +12,10 @@
   first sample plays (the lips on time with the sound, whatever the output latency is).
 
   The FIFO keeps a small cushion (``prime_s``): after running dry it waits for that much before
-  playing again, so the 40 ms steps of the frame loop never cut the sound; more than
-  ``max_backlog_s`` queued (a sound card slower than the system clock) drops the oldest audio.
+  playing again, so the 40 ms steps of the frame loop never cut the sound.  More queued than the
+  cushion plus ``slack_s`` (after the device stalled, or a sound card slower than the system
+  clock) is brought back down by not queueing the samples of quiet frames (pauses, under
+  -45 dBFS); past ``max_backlog_s`` the oldest audio is dropped, speech or not.
 
 Both streams are watched (:meth:`healthy`): a stream PortAudio stopped, or whose callbacks
 stopped coming for ``stall_s``, counts as a lost device (the kiosk reconnects or exits).
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = ["MicInput", "Speaker", "NullSpeaker", "close_quietly"]
 
 RATES = (48000, 44100, 32000, 16000)
+QUIET_MS = 10 ** (-45 / 10)  # mean square below -45 dBFS: a pause that may be shed to bring the backlog down
 
 
 def close_quietly(stream, timeout_s: float = 2.0) -> bool:  # noqa: ANN001 - a sounddevice stream
@@ -192,6 +195,8 @@ class Speaker(_Watched):
         self.channels = 1
         self.underruns = 0
         self.samples_dropped = 0
+        self.samples_shed = 0  # silence not queued because the backlog ran over the cushion
+        self.slack_s = 0.06  # backlog allowed above the cushion before silence is shed
         self.deliveries = 0  # audio deliveries so far: the display pairs a frame with the latest
         self._lock = threading.Lock()
         self._buf = np.zeros(0, np.float32)
@@ -234,6 +239,13 @@ class Speaker(_Watched):
             return
         with self._lock:
             up = self._resampler.push(samples16k, self.in_rate)
+            excess = self._written - self._consumed + up.size - int((self.prime_s + self.slack_s) * self.rate)
+            if excess > 0 and up.size and float(np.mean(np.square(up, dtype=np.float64))) < QUIET_MS:
+                # more queued than the cushion needs (the device stalled a while): shed silence, so
+                # the sound (and the picture, which waits for it) does not stay late for good
+                cut = min(excess, up.size)
+                up = up[:up.size - cut]
+                self.samples_shed += cut
             n = min(up.size, self._buf.size)
             idx = (self._written + np.arange(n)) % self._buf.size
             self._buf[idx] = up[-n:] if n else up[:0]

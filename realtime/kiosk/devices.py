@@ -95,7 +95,8 @@ def format_devices(devices: list[Device]) -> str:
         return "  (none: PortAudio found no audio devices; is a sound server running, e.g. PulseAudio or PipeWire?)"
     lines = []
     for d in devices:
-        marks = " ".join(m for m, on in (("default input", d.default_input), ("default output", d.default_output)) if on)
+        flags = (("default input", d.default_input), ("default output", d.default_output))
+        marks = " ".join(m for m, on in flags if on)
         lines.append(f"  {d.index:3d}  {d.name!r:40s} {d.inputs:3d} in {d.outputs:3d} out  "
                      f"{d.samplerate:7.0f} Hz  {d.hostapi}{'  [' + marks + ']' if marks else ''}")
     return "\n".join(lines)

@@ -236,7 +236,8 @@ class ScreenProcess:
         if not self._ready.wait(timeout_s) or not self.info:
             code = self.proc.poll()
             self.close()
-            raise DisplayError(f"the window did not open (display process {'exited with ' + str(code) if code is not None else 'hung'}"
+            how = f"exited with {code}" if code is not None else "hung"
+            raise DisplayError(f"the window did not open (display process {how}"
                                f"; DISPLAY={os.environ.get('DISPLAY')!r})")
         return self.info
 

@@ -88,6 +88,7 @@ class KioskConfig:
     stall_s: float = 4.0  # no callback for this long (after the first) = the device is gone; PortAudio's
     # ALSA->PulseAudio path pauses callbacks for ~2 s after an underrun, so shorter would cry wolf
     output_latency_s: float = 0.1  # PortAudio output latency: 'low' (~9 ms) underruns on a busy machine
+    speaker_cushion_s: float = 0.08  # audio queued before the speaker (re)starts: one late tick (80 ms) never cuts it
     title: str = "lipstream"
 
     @property
@@ -165,6 +166,7 @@ class Kiosk:
         self.message: str | None = None
         self.state = "starting"
         self.barge_ins = 0
+        self.last_barge_in_at: float | None = None  # time.monotonic() of the last one
         self.reconnects = 0
         self.playlist = {"index": -1, "file": None, "done": not config.play, "paused": False}
         self.session = None
@@ -401,6 +403,7 @@ class Kiosk:
         if self.out_device is None:
             return NullSpeaker()
         return Speaker(self.out_device, stall_s=self.config.stall_s, latency=self.config.output_latency_s,
+                       prime_s=self.config.speaker_cushion_s,
                        samples_per_frame=self.engine.convention.samples_per_frame,
                        in_rate=self.engine.convention.sample_rate)
 
@@ -412,6 +415,7 @@ class Kiosk:
             return
         if self._barge.push(samples16k, now) and self.speaking(now):
             self.barge_ins += 1
+            self.last_barge_in_at = now
             log.info("barge-in: speech on the microphone interrupts playback")
             self.interrupt()
             if self.files:
@@ -450,12 +454,7 @@ class Kiosk:
                 i = 0
             path = self.files[i]
             wav = await aio.run_in_executor(None, load_audio, path)
-            while self.playlist["paused"]:  # a barge-in: wait for the mic to be quiet
-                if self._barge is None or self._barge.quiet_for(time.monotonic()) >= c.resume_s:
-                    self.playlist["paused"] = False
-                    log.info("the microphone is quiet again: playlist resumes")
-                    break
-                await asyncio.sleep(0.05)
+            await self._resume_when_quiet()
             while self.session.source.queued_s > 0.2:  # speech pushed over HTTP goes first
                 await asyncio.sleep(0.05)
             self.playlist.update(index=i, file=str(path))
@@ -465,13 +464,23 @@ class Kiosk:
             while self.session.source.queued_s > 0.2 and not self.playlist["paused"]:
                 await asyncio.sleep(0.05)
             i += 1
+        await self._resume_when_quiet()
         self.playlist["done"] = True
-        while self.speaking() or self.playlist["paused"]:
+        while self.speaking():
             await asyncio.sleep(0.05)
         if c.exit_when_done and c.http_port is None:
             await asyncio.sleep(0.6)  # the last frames and their sound leave the pipeline
             log.info("playlist done")
             self.request_stop(0)
+
+    async def _resume_when_quiet(self) -> None:
+        """After a barge-in: wait until the microphone has been quiet for ``resume_s``."""
+        while self.playlist["paused"]:
+            if self._barge is None or self._barge.quiet_for(time.monotonic()) >= self.config.resume_s:
+                self.playlist["paused"] = False
+                log.info("the microphone is quiet again: the playlist goes on")
+                return
+            await asyncio.sleep(0.05)
 
     # -- devices ------------------------------------------------------------------------------------
     async def _start_streams(self) -> None:
@@ -497,13 +506,17 @@ class Kiosk:
         fut = asyncio.get_running_loop().create_future()
         aio = asyncio.get_running_loop()
 
+        def settle(exc: BaseException | None, result: object) -> None:
+            if not fut.done():
+                fut.set_exception(exc) if exc is not None else fut.set_result(result)
+
         def target() -> None:
             try:
                 result = fn()
-            except BaseException as exc:  # noqa: BLE001
-                aio.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(exc))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                aio.call_soon_threadsafe(settle, exc, None)
             else:
-                aio.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+                aio.call_soon_threadsafe(settle, None, result)
 
         threading.Thread(target=target, name="lipstream-portaudio", daemon=True).start()
         try:
@@ -632,7 +645,8 @@ class Kiosk:
             "engine": getattr(self.engine, "name", None), "avatar": getattr(self.avatar, "name", None),
             "window": dict(self.window), "show_lead_ms": round(1000 * self._show_lead(), 2),
             "display": self.pacer.summary() if self.pacer else None,
-            "speaking": self.speaking(), "barge_ins": self.barge_ins, "reconnects": self.reconnects,
+            "speaking": self.speaking(), "barge_ins": self.barge_ins,
+            "last_barge_in_at": self.last_barge_in_at, "reconnects": self.reconnects,
             "playlist": dict(self.playlist), "exit_code": self.exit_code, "message": self.message,
         }
         if s is not None:
@@ -716,4 +730,5 @@ def config_from_args(args) -> KioskConfig:  # noqa: ANN001 - argparse.Namespace 
                        avatars_dir=args.avatars_dir, engine=args.engine, model_dir=args.model,
                        idle_motion=not args.no_idle_motion, fullscreen=not args.windowed, scale=args.scale,
                        max_lag_frames=args.max_lag_frames, exit_when_done=args.exit_when_done,
-                       status_file=args.status_file, reconnect_s=args.reconnect_s)
+                       status_file=args.status_file, reconnect_s=args.reconnect_s,
+                       output_latency_s=args.output_latency_ms / 1000.0)
