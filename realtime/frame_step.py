@@ -156,11 +156,16 @@ class FrameStep:
         self.scheduler.add(session.id, session.front, session.rows)
 
     # -- the step ---------------------------------------------------------------------------
-    def begin(self, now: float) -> None:
-        """Apply queued events, then bring every timeline up to ``now``."""
+    def apply_events(self) -> None:
+        """Apply the queued events.  Only between steps: the driver calls it when no batch is in
+        flight (at once when an event is posted to an idle loop, after a delivery, or in ``begin``)."""
         events, self._events = self._events, []
         for event in events:
             self._apply(event)
+
+    def begin(self, now: float) -> None:
+        """Apply queued events, then bring every timeline up to ``now``."""
+        self.apply_events()
         for session in self.sessions.values():
             session.feed(now)
 

@@ -59,11 +59,13 @@ def _subcommands() -> dict:
 # Options a user of each command relies on (the docs and the Makefile use them); the parser may
 # have more, and its help must name every one it has.
 _CORE_OPTIONS = {
-    "render": {"--audio", "--out", "--avatar", "--avatars-dir", "--model", "--engine", "--batch"},
-    "prepare": {"source", "--name", "--avatars-dir", "--max-frames", "--crop-size"},
-    "export": {"--out", "--fp16", "--weights"},
+    "render": {"--audio", "--out", "--avatar", "--avatars-dir", "--model", "--engine", "--batch", "--no-idle-motion"},
+    "prepare": {"source", "--name", "--avatars-dir", "--max-frames", "--crop-size", "--model"},
+    "export": {"--out", "--fp16", "--weights", "--from", "checkpoint"},
     "build-engine": {"onnx", "--max-batch", "--cache-dir", "--force"},
-    "serve": {"--host", "--port", "--max-sessions", "--codec", "--avatar", "--model", "--engine", "--stun"},
+    "serve": {"--host", "--port", "--max-sessions", "--codec", "--avatar", "--model", "--engine", "--stun",
+              "--render-when"},
+    "kiosk": {"--input", "--output", "--list-devices"},
 }
 
 

@@ -147,7 +147,7 @@ def remote(engine, speech) -> dict:
                     SleepFrame(seconds + 1.0), *tts_frames(speech, "b"), SleepFrame(1.8),
                     InterruptionFrame(), SleepFrame(0.8)]
             down, _ = await run_test(service, frames_to_send=send, start_timeout=30.0)
-            return {"down": list(down), "events": service.events}
+            return {"down": list(down), "events": service.events, "speech_s": seconds}
 
     return asyncio.run(go())
 
@@ -158,7 +158,8 @@ def test_remote_mode_streams_video_audio_and_interrupts(remote: dict) -> None:
     assert len(images) > 100 and images[0].size == (512, 512)
     audio = [f for f in down[:at["stop_a"]] if isinstance(f, TTSAudioRawFrame)]
     assert audio and audio[0].sample_rate == 48000
-    assert sum(a.num_frames for a in audio) / 48000 > 3.0
+    # the speech came back over WebRTC (a loaded machine may lose a few packets on the way)
+    assert sum(a.num_frames for a in audio) / 48000 > 0.75 * remote["speech_s"]
     kinds = [e["type"] for e in remote["events"] if e["type"] in ("speech_started", "speech_ended", "interrupted")]
     assert kinds == ["speech_started", "speech_ended", "speech_started", "interrupted"], kinds
     after = down[at["interrupt"] + 1:]
