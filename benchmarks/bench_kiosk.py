@@ -408,24 +408,30 @@ def mouth_onset(watcher: MouthWatcher, t0: float, window_s: float) -> float | No
     return None
 
 
-def kiosk_cpu(pid: int, seconds: float) -> float:
-    """% of one core the kiosk (and its children: the window process) used over ``seconds``."""
+def kiosk_cpu(pid: int, seconds: float) -> dict:
+    """% of one core the kiosk process and its window process used over ``seconds``."""
     import psutil
 
-    procs = [psutil.Process(pid)]
-    procs += procs[0].children(recursive=True)
+    main = psutil.Process(pid)
+    procs = {"kiosk": [main], "window": main.children(recursive=True)}
 
-    def total() -> float:
-        s = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                c = p.cpu_times()
-                s += c.user + c.system
-        return s
+    def used() -> dict:
+        out = {}
+        for name, ps in procs.items():
+            s = 0.0
+            for p in ps:
+                with contextlib.suppress(psutil.Error):
+                    c = p.cpu_times()
+                    s += c.user + c.system
+            out[name] = s
+        return out
 
-    a, t = total(), time.monotonic()
+    a, t = used(), time.monotonic()
     time.sleep(seconds)
-    return 100.0 * (total() - a) / (time.monotonic() - t)
+    b, dt = used(), time.monotonic() - t
+    pct = {name: round(100.0 * (b[name] - a[name]) / dt, 1) for name in a}
+    pct["total"] = round(sum(pct.values()), 1)
+    return pct
 
 
 def idle_motion_cost(frames: int = 300) -> dict:
@@ -516,13 +522,11 @@ def measure(trials: int, period_s: float, progress: bool = True) -> dict:
                 time.sleep(1.0)
                 cpu_idle = kiosk_cpu(pid, 4.0)
                 latencies, skews, screen_ts = [], [], []
-                busy_cpu: list[float] = []
+                busy_cpu: list[dict] = []
                 for i in range(trials):
                     out_ear.arm()
                     player.fire()
                     player.done.wait(5)
-                    if i == trials // 2:
-                        busy_cpu.append(kiosk_cpu(pid, 0.5))
                     time.sleep(max(0.5, period_s - 0.4))
                     t0 = player.t0
                     if t0 is None:
@@ -534,6 +538,10 @@ def measure(trials: int, period_s: float, progress: bool = True) -> dict:
                     screen_ts.append(onset)
                     if label == "speaker" and out_ear.onset is not None:
                         skews.append(onset - (out_ear.onset - rig_delay))
+                speaker_proc = rig.play_into_mic(SPEECH)  # 7 s of speech: CPU while speaking
+                time.sleep(1.5)
+                busy_cpu.append(kiosk_cpu(pid, 4.0))
+                speaker_proc.wait(15)
                 st = read_status(status)
                 watcher.close()
                 grab = _ms(watcher.grab_s)
@@ -544,8 +552,8 @@ def measure(trials: int, period_s: float, progress: bool = True) -> dict:
                     "kiosk_status": {k: st.get("display", {}).get(k) for k in ("av_skew", "heard_to_screen", "fps",
                                                                                "frames_shown", "frames_dropped")},
                     "speaker": st.get("speaker"), "frames_skipped": st.get("frames_skipped"),
-                    "cpu_percent_idle": round(cpu_idle, 1),
-                    "cpu_percent_speaking": round(busy_cpu[0], 1) if busy_cpu else None,
+                    "cpu_percent_idle": cpu_idle,
+                    "cpu_percent_speaking": busy_cpu[0] if busy_cpu else None,
                     "screenshot_ms": grab,
                 }
                 if progress:

@@ -657,7 +657,8 @@ class Kiosk:
             out["ticks"] = self.loop.ticks
         if sp is not None and self.out_device is not None:
             out["speaker"] = {"rate": sp.rate, "underruns": sp.underruns, "backlog_ms": round(1000 * sp.backlog_s, 1),
-                              "dropped": sp.samples_dropped, "callbacks": sp.callbacks, "status_flags": sp.status_flags}
+                              "dropped": sp.samples_dropped,
+                              "shed": sp.samples_shed, "callbacks": sp.callbacks, "status_flags": sp.status_flags}
         if mic is not None:
             out["mic"] = {"rate": mic.rate, "callbacks": mic.callbacks, "level_dbfs": round(mic.level_dbfs, 1),
                           "status_flags": mic.status_flags}
