@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 from engines.avatar import AvatarError
 from realtime.api_errors import fail, read_body
+from realtime.codecs import prefer_video_codec
 from realtime.ice import peer_configuration
 
 log = logging.getLogger(__name__)
@@ -94,25 +95,27 @@ def _media_kinds(sdp: str) -> list[str]:
     return [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
 
 
-def add_routes(app: web.Application, state: Any) -> None:
-    """WHIP/WHEP routes on ``app``; ``state`` is the server's ServerState."""
-    res = _Resources()
-    app[K_WHIP] = res
+class _Routes:
+    """The WHIP/WHEP handlers over one server's state and this module's resources."""
 
-    async def whip(request: web.Request) -> web.Response:
-        cfg = state.config
+    def __init__(self, app: web.Application, state: Any) -> None:
+        self.app, self.state, self.res = app, state, _Resources()
+        app[K_WHIP] = self.res
+
+    async def whip(self, request: web.Request) -> web.Response:
+        cfg = self.state.config
         sdp = await _read_offer(request, cfg.max_offer_bytes)
         if "audio" not in _media_kinds(sdp):
             raise fail(400, "a WHIP ingest offers the microphone: the offer has no audio m-line")
         avatar_name = request.query.get("avatar") or cfg.avatar
-        sessions = state.sessions
+        sessions = self.state.sessions
         if sessions.full:
             raise fail(503, f"the server is full ({cfg.max_sessions} sessions); retry later", **{"Retry-After": "5"})
         sessions.pending += 1
         pc: RTCPeerConnection | None = None
         try:
             try:
-                avatar, rows = await state.avatars.get(avatar_name)
+                avatar, rows = await self.state.avatars.get(avatar_name)
             except AvatarError as exc:
                 raise fail(404, str(exc)) from None
             pc = RTCPeerConnection(configuration=peer_configuration(cfg.stun))
@@ -127,7 +130,7 @@ def add_routes(app: web.Application, state: Any) -> None:
             @pc.on("connectionstatechange")
             async def on_state() -> None:
                 if pc.connectionState in ("failed", "closed"):
-                    await _end_ingest(res, state, session)
+                    await _end_ingest(self.res, self.state, session)
 
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -139,7 +142,7 @@ def add_routes(app: web.Application, state: Any) -> None:
             if not session.has_mic:
                 raise fail(400, "the offer's audio is not sendable to us (it must be sendonly or sendrecv)")
             sessions.register(session)
-            res.ingests[session.id] = _Ingest(session)
+            self.res.ingests[session.id] = _Ingest(session)
             pc = None  # owned by the session now
             log.info("WHIP ingest %s: avatar %r", session.id, avatar_name)
             return _sdp_answer(session.pc.localDescription, f"/whip/{session.id}")
@@ -148,23 +151,23 @@ def add_routes(app: web.Application, state: Any) -> None:
             if pc is not None:
                 await pc.close()
 
-    async def whip_delete(request: web.Request) -> web.Response:
+    async def whip_delete(self, request: web.Request) -> web.Response:
         sid = request.match_info["rid"]
-        ingest = res.live(sid)
+        ingest = self.res.live(sid)
         if ingest is None:
             raise fail(404, f"no WHIP session {sid!r} (it ended, or never existed)")
-        await _end_ingest(res, state, ingest.session)
+        await _end_ingest(self.res, self.state, ingest.session)
         return web.json_response({"session_id": sid, "closed": True})
 
-    async def no_trickle(request: web.Request) -> web.Response:
+    async def no_trickle(self, request: web.Request) -> web.Response:
         raise fail(405, "no trickle ICE: gather candidates before the offer (the answer carries all of ours)",
                    Allow="DELETE")
 
-    async def whep(request: web.Request) -> web.Response:
-        cfg = state.config
+    async def whep(self, request: web.Request) -> web.Response:
+        cfg = self.state.config
         sid = request.match_info.get("rid")
         sdp = await _read_offer(request, cfg.max_offer_bytes)
-        ingest = res.live(sid) if sid else res.newest()
+        ingest = self.res.live(sid) if sid else self.res.newest()
         if ingest is None:
             raise fail(404, f"no live WHIP ingest {sid!r}" if sid else "no live WHIP ingest to watch")
         kinds = _media_kinds(sdp)
@@ -177,7 +180,7 @@ def add_routes(app: web.Application, state: Any) -> None:
                 pc.addTrack(ingest.relay.subscribe(session.audio, buffered=False))
             if "video" in kinds:
                 sender = pc.addTrack(ingest.relay.subscribe(session.video, buffered=False))
-                _prefer_codec(pc, sender, cfg.codec)
+                prefer_video_codec(pc, sender, cfg.codec)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
@@ -185,52 +188,55 @@ def add_routes(app: web.Application, state: Any) -> None:
             raise fail(400, f"malformed or unsupported SDP offer ({exc.__class__.__name__}: {exc})") from None
         vid = uuid.uuid4().hex
         ingest.viewers[vid] = pc
-        res.viewers[vid] = (session.id, pc)
+        self.res.viewers[vid] = (session.id, pc)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
-                await _end_viewer(res, vid)
+                await _end_viewer(self.res, vid)
 
         log.info("WHEP viewer %s of %s", vid, session.id)
         return _sdp_answer(pc.localDescription, f"/whep/{vid}")
 
-    async def whep_delete(request: web.Request) -> web.Response:
+    async def whep_delete(self, request: web.Request) -> web.Response:
         vid = request.match_info["rid"]
-        if vid not in res.viewers:
+        if vid not in self.res.viewers:
             raise fail(404, f"no WHEP session {vid!r} (it ended, or never existed)")
-        await _end_viewer(res, vid)
+        await _end_viewer(self.res, vid)
         return web.json_response({"viewer_id": vid, "closed": True})
 
-    async def watch() -> None:
+    async def watch(self) -> None:
         """Viewers of an ingest whose session ended (any way: DELETE, the peer, a timeout) end too."""
         while True:
             await asyncio.sleep(0.5)
-            for sid, ingest in list(res.ingests.items()):
+            for sid, ingest in list(self.res.ingests.items()):
                 if ingest.session.closed:
-                    await _end_ingest(res, state, ingest.session)
+                    await _end_ingest(self.res, self.state, ingest.session)
 
-    async def on_startup(_: web.Application) -> None:
-        app[K_WATCH] = asyncio.ensure_future(watch())
+    async def on_startup(self, _: web.Application) -> None:
+        self.app[K_WATCH] = asyncio.ensure_future(self.watch())
 
-    async def on_shutdown(_: web.Application) -> None:
-        task = app.get(K_WATCH)
+    async def on_shutdown(self, _: web.Application) -> None:
+        task = self.app.get(K_WATCH)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await asyncio.gather(*(pc.close() for _, pc in list(res.viewers.values())), return_exceptions=True)
-        res.viewers.clear()
+        await asyncio.gather(*(pc.close() for _, pc in list(self.res.viewers.values())), return_exceptions=True)
+        self.res.viewers.clear()
 
-    app.on_startup.append(on_startup)
-    app.on_shutdown.insert(0, on_shutdown)
-    app.router.add_post("/whip", whip)
-    app.router.add_delete("/whip/{rid}", whip_delete)
-    app.router.add_patch("/whip/{rid}", no_trickle)
-    app.router.add_post("/whep", whep)
-    app.router.add_post("/whep/{rid}", whep)
-    app.router.add_delete("/whep/{rid}", whep_delete)
-    app.router.add_patch("/whep/{rid}", no_trickle)
 
+def add_routes(app: web.Application, state: Any) -> None:
+    """WHIP/WHEP routes on ``app``; ``state`` is the server's ServerState."""
+    routes = _Routes(app, state)
+    app.on_startup.append(routes.on_startup)
+    app.on_shutdown.insert(0, routes.on_shutdown)
+    app.router.add_post("/whip", routes.whip)
+    app.router.add_delete("/whip/{rid}", routes.whip_delete)
+    app.router.add_patch("/whip/{rid}", routes.no_trickle)
+    app.router.add_post("/whep", routes.whep)
+    app.router.add_post("/whep/{rid}", routes.whep)
+    app.router.add_delete("/whep/{rid}", routes.whep_delete)
+    app.router.add_patch("/whep/{rid}", routes.no_trickle)
 
 
 async def _end_viewer(res: _Resources, vid: str) -> None:
@@ -250,13 +256,3 @@ async def _end_ingest(res: _Resources, state: Any, session: Any) -> None:
         for vid in list(ingest.viewers):
             await _end_viewer(res, vid)
     await state.sessions.close(session)
-
-
-def _prefer_codec(pc: RTCPeerConnection, sender: RTCRtpSender, codec: str) -> None:
-    """Prefer ``codec`` (+ RTX) on the video transceiver; must precede setRemoteDescription."""
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    prefs = [c for c in caps if c.mimeType.lower() == f"video/{codec}"]
-    prefs += [c for c in caps if c.mimeType.lower() == "video/rtx"]
-    for t in pc.getTransceivers():
-        if t.sender is sender:
-            t.setCodecPreferences(prefs)

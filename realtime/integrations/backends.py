@@ -129,7 +129,7 @@ class InProcessAvatar:
         from realtime.frame_step import Interrupt
         from realtime.session import Session
         from realtime.sessions import union_box
-        from realtime.stream_api import SpeechStream
+        from realtime.speech_stream import SpeechStream
 
         aio = asyncio.get_running_loop()
         engine = self._engine_arg
