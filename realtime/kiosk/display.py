@@ -24,6 +24,7 @@ window.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -202,7 +203,8 @@ class ScreenProcess:
 
     :meth:`show` never blocks for long: frames go through a one-slot mailbox to a writer thread
     (a newer frame replaces one not yet written).  ``on_shown(frame_id, t)`` and
-    ``on_event(name)`` are called on a reader thread.
+    ``on_event(name)`` are called on a reader thread; the events are "quit" (Esc/q), "closed" (the
+    window was closed) and "died" (the window process failed, e.g. the X server went away).
     """
 
     def __init__(self, frame_w: int, frame_h: int, *, title: str = "lipstream", fullscreen: bool = True,
@@ -220,6 +222,7 @@ class ScreenProcess:
         self._closing = False
         self.write_started = 0.0  # when the write in progress began (0: none): a hung child shows here
         self.frames_written = 0
+        self.exit_code: int | None = None  # the window process's, once it is gone
 
     def start(self, timeout_s: float = 30.0) -> dict:
         """Start the window process; its geometry once the window is up. DisplayError if it fails."""
@@ -298,7 +301,11 @@ class ScreenProcess:
                 self._event(line)
         self._ready.set()
         if not self._closing:
-            self._event("closed")
+            code = None
+            with contextlib.suppress(subprocess.TimeoutExpired, AttributeError):
+                code = self.proc.wait(2.0)
+            self.exit_code = code
+            self._event("closed" if code in (0, None) else "died")
 
     def _event(self, name: str) -> None:
         if self.on_event is not None and not self._closing:

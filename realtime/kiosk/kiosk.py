@@ -245,9 +245,8 @@ class Kiosk:
             screen_thread.start()
             while not self._stop.wait(0.25):
                 now = time.monotonic()
-                if not self.screen.alive() or self.screen.hung(now):
-                    self.request_stop(1, "the display window stopped responding" if self.screen.alive()
-                                      else "the display window went away")
+                if self.screen.hung(now):  # its end is reported by the screen's reader ("closed"/"died")
+                    self.request_stop(1, "the display window stopped responding")
                 self._window_info(self.screen.info)  # the window manager may move it; eyes known later
                 self._write_status()
         except KeyboardInterrupt:
@@ -317,6 +316,11 @@ class Kiosk:
         self.pacer.shown(item, target, t)
 
     def _on_window_event(self, name: str) -> None:
+        if name == "died":
+            code = self.screen.exit_code if self.screen is not None else None
+            self.request_stop(1, f"the display window failed (window process exit status {code}; "
+                                 f"did the X server on {os.environ.get('DISPLAY')!r} go away?)")
+            return
         log.info("window %s: stopping", "closed" if name == "closed" else "quit key")
         self.request_stop(0)
 
