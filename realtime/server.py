@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.avatar import AvatarError
 from engines.base import Engine
 from engines.manifest import DEFAULT_MODEL_DIR
 from engines.mel import SAMPLE_RATE
-from realtime import low_latency
+from realtime import low_latency, openapi
 from realtime.api_errors import fail, json_errors, read_body
 from realtime.audio_io import AudioFormatError, load_audio
 from realtime.auth import access_middleware, cors_middleware, warn_if_exposed
 from realtime.avatars import AvatarRegistry
 from realtime.clock import MediaClock, WallClock
+from realtime.codecs import prefer_video_codec
 from realtime.frame_loop import FrameLoop
 from realtime.ice import is_loopback_host, peer_configuration, use_loopback_candidates
 from realtime.latency import LatencyStore
@@ -154,16 +155,6 @@ def _state(request: web.Request) -> ServerState:
     return request.app[K_STATE]
 
 
-def _set_video_codec(pc: RTCPeerConnection, sender: RTCRtpSender, codec: str) -> None:
-    """Prefer ``codec`` (+ its RTX) on the video transceiver; must precede setRemoteDescription."""
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    prefs = [c for c in caps if c.mimeType.lower() == f"video/{codec}"]
-    prefs += [c for c in caps if c.mimeType.lower() == "video/rtx"]
-    for t in pc.getTransceivers():
-        if t.sender is sender:
-            t.setCodecPreferences(prefs)
-
-
 async def offer(request: web.Request) -> web.Response:
     st = _state(request)
     if request.content_type != "application/json":
@@ -215,7 +206,7 @@ def _json_body(body: bytes) -> Any:
 def _wire_peer(st: ServerState, pc: RTCPeerConnection, session: Session) -> None:
     """Our tracks on the peer connection; its mic (if any) into the session; its end ends the session."""
     pc.addTrack(session.audio)
-    _set_video_codec(pc, pc.addTrack(session.video), st.config.codec)
+    prefer_video_codec(pc, pc.addTrack(session.video), st.config.codec)
 
     @pc.on("track")
     def on_track(track) -> None:  # noqa: ANN001 - aiortc's callback
@@ -290,8 +281,12 @@ async def client(request: web.Request) -> web.StreamResponse:
     """Files of client_web/ (index.html at /), or a placeholder page when there is no client."""
     root = _state(request).config.client_dir.resolve()
     name = request.match_info.get("path") or "index.html"
-    path = (root / name).resolve()
-    if root in path.parents and path.is_file():
+    try:
+        path = (root / name).resolve()
+        found = root in path.parents and path.is_file()
+    except (ValueError, OSError):  # a NUL byte, a name too long (found by tests/test_api_fuzz.py)
+        found = False
+    if found:
         return web.FileResponse(path)
     if name == "index.html":
         return web.Response(text=_PLACEHOLDER, content_type="text/html")
@@ -305,7 +300,9 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     if is_loopback_host(config.host):
         use_loopback_candidates(True)  # a loopback server's clients are on this machine
     warn_if_exposed(config.host, config.token)
-    access = access_middleware(config.token, cors_origin=config.cors_origin, open_handlers=(healthz, client))
+    describe_api = openapi.handler(config)
+    access = access_middleware(config.token, cors_origin=config.cors_origin,
+                               open_handlers=(healthz, client, describe_api))
     app = web.Application(middlewares=[cors_middleware(config.cors_origin), json_errors, access],
                           client_max_size=config.max_speech_bytes)
     state = ServerState(config, engine, clock or WallClock())
@@ -322,6 +319,7 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     app.router.add_post("/offer", offer)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", describe_api)
     app.router.add_get("/api/avatars", list_avatars)
     app.router.add_get("/api/sessions/{sid}", describe_session)
     app.router.add_delete("/api/sessions/{sid}", delete_session)

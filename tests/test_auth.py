@@ -87,7 +87,7 @@ def test_the_token_opens_them(closed) -> None:
     assert len(closed.live.video) > 10  # /offer with the token made a session that streams
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/", "/index.html", "/app.js", "/api.js"])
+@pytest.mark.parametrize("path", ["/healthz", "/", "/index.html", "/app.js", "/api.js", "/openapi.json"])
 def test_health_page_and_description_stay_open(closed, path: str) -> None:
     r = requests.get(closed.base + path, timeout=10)
     assert r.status_code == 200, (path, r.status_code, r.text[:200])

@@ -198,8 +198,8 @@ def _watch(srv: LiveServer, client, sid: str, seconds: float) -> dict:  # noqa: 
         threads = max(threads, len(_render_threads()))
         time.sleep(0.1)
     dt = time.monotonic() - t0
-    return {"fps": (len(client.video) - v0) / dt, "rendered": requests.get(api, timeout=10).json()["frames_rendered"] - r0,
-            "healthz_s": slowest, "threads": threads}
+    rendered = requests.get(api, timeout=10).json()["frames_rendered"] - r0
+    return {"fps": (len(client.video) - v0) / dt, "rendered": rendered, "healthz_s": slowest, "threads": threads}
 
 
 @pytest.fixture(scope="module")
@@ -228,12 +228,12 @@ def test_server_streams_through_engine_faults_and_recovers(faulty_server) -> Non
     srv, faulty, client = faulty_server, faulty_server.faulty, faulty_server.client
     sid = client.session_id
     healthy = _watch(srv, client, sid, 1.0)
-    assert healthy["rendered"] > 15 and healthy["fps"] > 20, healthy
+    assert healthy["rendered"] > 15 and healthy["fps"] > 15, healthy
 
     faulty.mode = "raise"
     time.sleep(0.2)  # a call already in flight may still deliver
     raising = _watch(srv, client, sid, 1.0)
-    assert raising["rendered"] == 0 and raising["fps"] > 20, raising  # repeated frames keep coming
+    assert raising["rendered"] == 0 and raising["fps"] > 15, raising  # repeated frames keep coming
     assert raising["healthz_s"] < 0.5 and _metric(srv.base, "lipstream_engine_errors_total", "raised") > 10
     faulty.mode = "ok"
     assert _watch(srv, client, sid, 1.0)["rendered"] > 8
@@ -241,11 +241,11 @@ def test_server_streams_through_engine_faults_and_recovers(faulty_server) -> Non
     faulty.mode = "block"
     time.sleep(0.2)
     hung = _watch(srv, client, sid, 1.5)
-    assert hung["rendered"] == 0 and hung["fps"] > 20 and hung["healthz_s"] < 0.5, hung
+    assert hung["rendered"] == 0 and hung["fps"] > 15 and hung["healthz_s"] < 0.5, hung
     assert _metric(srv.base, "lipstream_engine_errors_total", "hung") == 1  # the second hung call waits
     base_threads = healthy["threads"]  # the server's own worker; an abandoned one comes on top
     assert hung["threads"] <= base_threads + 1, hung
     faulty.release()
     recovered = _watch(srv, client, sid, 1.0)
-    assert recovered["rendered"] > 8 and recovered["fps"] > 20, recovered
+    assert recovered["rendered"] > 8 and recovered["fps"] > 15, recovered
     assert client.pc.connectionState == "connected"
