@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech on the microphone interrupts playback (with --play or --http)")
     p.add_argument("--windowed", action="store_true", help="a window instead of full screen")
     p.add_argument("--scale", type=float, default=1.0, help="window scale with --windowed (default: 1)")
-    p.add_argument("--exit-when-done", action="store_true", help="exit once the --play playlist has been spoken")
+    p.add_argument("--exit-when-done", action="store_true",
+                   help="exit once the --play playlist has been spoken (not with --http)")
     p.add_argument("--status-file", type=Path, default=None,
                    help="keep a JSON status here (frames shown, A/V skew, devices, mouth box on screen)")
     p.add_argument("--reconnect-s", type=float, default=10.0,

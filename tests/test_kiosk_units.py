@@ -75,7 +75,9 @@ def test_no_audio_server_means_a_clear_error_and_exit_2(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "error:" in r.stderr
-    assert ("Audio devices found" in r.stderr and "--input" in r.stderr) or "PortAudio is not installed" in r.stderr
+    # (a machine with a sound card of its own gets past the devices and stops at the missing display)
+    assert (("Audio devices found" in r.stderr and "--input" in r.stderr) or "PortAudio is not installed" in r.stderr
+            or "no display" in r.stderr), r.stderr
     r = subprocess.run([sys.executable, "-m", "realtime.cli", "kiosk", "--input", "none", "--output", "none",
                         "--play", str(tmp_path / "missing.wav")], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
