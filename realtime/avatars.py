@@ -86,6 +86,12 @@ class AvatarRegistry:
                 continue
             del self._loaded[name]
 
+    def unload(self, name: str) -> None:
+        """Forget a loaded avatar (its files are about to go): RuntimeError while a session shows it."""
+        if name in self._loaded:
+            self.loop.drop_avatar(name)
+            del self._loaded[name]
+
     def __len__(self) -> int:
         return len(self._loaded)
 

@@ -33,13 +33,17 @@ def _add_avatar_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_access_args(p: argparse.ArgumentParser) -> None:
-    """serve's access options (docs/security.md)."""
+    """serve's access and upload options (docs/security.md)."""
     p.add_argument("--token", default=None,
                    help="bearer token every API route, /offer, WebSocket and /metrics then needs "
                         "(default: $LIPSTREAM_TOKEN, else none; docs/security.md)")
     p.add_argument("--cors-origin", default=None, metavar="ORIGIN",
                    help="let pages of this one origin (e.g. https://app.example.org) call the API "
                         "(default: no cross-origin access)")
+    p.add_argument("--max-upload-mb", type=float, default=32.0,
+                   help="largest avatar file POST /api/avatars takes (default: 32)")
+    p.add_argument("--max-upload-video-s", type=float, default=10.0,
+                   help="longest avatar video it prepares (default: 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +227,8 @@ def serve_config(args: argparse.Namespace):  # noqa: ANN201 - realtime.server.Se
                         codec=args.codec, idle_motion=not args.no_idle_motion,
                         max_lag_frames=args.max_lag_frames, stun=tuple(args.stun), render_when=args.render_when,
                         token=args.token or os.environ.get("LIPSTREAM_TOKEN") or None,
-                        cors_origin=args.cors_origin)
+                        cors_origin=args.cors_origin, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                        max_upload_video_s=args.max_upload_video_s)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

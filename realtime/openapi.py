@@ -90,6 +90,15 @@ def _schemas() -> dict:
         "Interrupted": {**obj, "required": ["session_id", "interrupted"], "properties": {
             "session_id": {"type": "string"}, "interrupted": {"type": "boolean"},
             "frames_rendered": {"type": "integer"}}},
+        "Upload": {**obj, "required": ["name", "status"], "properties": {
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "preparing", "ready", "failed"]},
+            "kind": {"type": "string", "enum": ["image", "video"]}, "progress": {"type": "number"},
+            "error": {"type": "string", "description": "why it failed, for the uploader"},
+            "elapsed_s": {"type": "number"}, "status_url": {"type": "string"}}},
+        "Deleted": {**obj, "required": ["name", "deleted"], "properties": {
+            "name": {"type": "string"}, "deleted": {"type": "boolean"},
+            "was": {"type": "string", "enum": ["queued", "preparing", "ready", "failed"]}}},
         "Closed": {**obj, "required": ["closed"], "properties": {
             "session_id": {"type": "string"}, "viewer_id": {"type": "string"}, "closed": {"type": "boolean"}}},
     }
@@ -156,6 +165,20 @@ def _whip_paths() -> dict:
     }
 
 
+def _upload_op(config: Any) -> dict:
+    form = {"type": "object", "required": ["name", "file"], "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"},
+        "file": {"type": "string", "format": "binary",
+                 "description": "PNG, JPEG or WebP portrait, or an MP4/MOV, WebM/MKV or AVI video (sniffed)"}}}
+    return _op(f"Upload an avatar (at most {config.max_upload_bytes} bytes, video at most "
+               f"{config.max_upload_video_s:g} s); prepared in a worker process ({config.upload_timeout_s:g} s, "
+               f"{config.upload_memory_mb} MB)",
+               _json(_ref("Upload"), "Accepted: queued for preparation",
+                     headers={"Location": {"description": "its status URL", "schema": {"type": "string"}}}),
+               (400, 409, 413, 415, 503), status=202,
+               requestBody={"required": True, "content": {"multipart/form-data": {"schema": form}}})
+
+
 def _paths(config: Any) -> dict:
     return {
         "/offer": {"post": _op(
@@ -168,7 +191,14 @@ def _paths(config: Any) -> dict:
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}},
                                 ())},
         "/openapi.json": {"get": _op("This description", _json({"type": "object"}), ())},
-        "/api/avatars": {"get": _op("The prepared avatars a client may choose", _json(_ref("Avatars")), ())},
+        "/api/avatars": {"get": _op("The prepared avatars a client may choose", _json(_ref("Avatars")), ()),
+                         "post": _upload_op(config)},
+        "/api/avatars/{name}/status": {"parameters": [_path_param("name", "the avatar's name")], "get": _op(
+            "An upload's progress: queued, preparing (progress 0-1), ready, or failed with the reason",
+            _json(_ref("Upload")), (400, 404))},
+        "/api/avatars/{name}": {"parameters": [_path_param("name", "the avatar's name")], "delete": _op(
+            "Cancel an upload's preparation, or delete an uploaded avatar (not one in use, not the default, "
+            "not one prepared on the server)", _json(_ref("Deleted")), (400, 404, 409))},
         **_session_paths(config),
         **_whip_paths(),
     }

@@ -86,6 +86,12 @@ class ServerConfig:
     token: str | None = None  # bearer token every API route needs (realtime/auth.py); None: open
     cors_origin: str | None = None  # the one web origin (or "*") allowed cross-origin; None: no CORS
     engine_deadline_s: float = 1.0  # an engine call running longer is abandoned (realtime/engine_faults.py)
+    # avatar upload (realtime/avatar_upload.py): file size, video length, the worker's wall time and memory
+    max_upload_bytes: int = 32 * 1024 * 1024
+    max_upload_video_s: float = 10.0
+    upload_timeout_s: float = 120.0
+    upload_memory_mb: int = 3072
+    max_upload_queue: int = 4
     # Builds the frame loop: (engine, clock, metrics, config) -> loop. Default: the batched FrameLoop;
     # the concurrency benchmark passes its naive baseline (benchmarks/naive_loop.py).
     frame_loop: Callable[..., Any] | None = None
@@ -325,7 +331,8 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
     app.router.add_delete("/api/sessions/{sid}", delete_session)
     app.router.add_post("/api/sessions/{sid}/speak", speak)
     app.router.add_post("/api/sessions/{sid}/interrupt", interrupt)
-    from realtime import stream_api, whip  # noqa: E402 - routes kept in their own modules
+    from realtime import avatar_upload, stream_api, whip  # noqa: E402 - routes kept in their own modules
+    avatar_upload.add_routes(app, state)
     stream_api.add_routes(app, state)
     whip.add_routes(app, state)
     app.router.add_get("/{path:.*}", client)
