@@ -53,7 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `lipstream COMMAND --help` for a command's options.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_render_command(sub)
+    _add_prepare_command(sub)
+    _add_export_command(sub)
+    _add_build_engine_command(sub)
+    _add_bench_command(sub)
+    _add_serve_command(sub)
+    _add_kiosk_command(sub)
+    return parser
 
+
+def _add_render_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("render", help="render a speech file to a lip-synced MP4",
                        description="Render SPEECH to an H.264 MP4 at 25 fps with the speech muxed in, "
                                    "through the same windows, engine and compositor as the server.")
@@ -65,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_avatar_args(p)
     _add_model_args(p)
 
+
+def _add_prepare_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="prepare an avatar from a portrait image or a video",
                        description="Detect the face, choose a stable mouth crop, and cache every "
                                    "audio-independent feature of the avatar ahead of time.")
@@ -78,13 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prepare the avatar for this model directory (e.g. one made by `lipstream export "
                         "--from wav2lip`): an image generator caches its own face features; default: the built-in model")
 
-    p = sub.add_parser("export", help="export the generator to ONNX (+ manifest); needs the [export] extra",
-                       description="Export audio net + renderer as one ONNX graph (opset 17, dynamic "
-                                   "batch), check it against torch, and write a model artifact.")
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export the built-in generator, or convert your Wav2Lip checkpoint (--from), "
+                       "to ONNX + manifest; needs the [export] extra",
+                       description="Export the built-in audio net + renderer as one ONNX graph (opset 17, "
+                                   "dynamic batch), or convert a Wav2Lip-family checkpoint you own with --from "
+                                   "(docs/engines.md); check it against torch and write a model artifact.")
     from export.export_args import add_export_arguments  # torch-free
 
     add_export_arguments(p)
 
+
+def _add_build_engine_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX (needs TensorRT + GPU)",
                        description="Build an FP16/FP32 TensorRT engine for this GPU from a model artifact's "
                                    "ONNX and cache it, so `serve --engine tensorrt` (or auto) loads it "
@@ -93,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_build_engine_arguments(p)
 
+
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("bench", add_help=False, help="run the benchmark suite (`lipstream bench --help`); "
                    "needs the [bench] extra")
 
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the avatar over WebRTC (HTTP signalling, metrics)",
                        description="Stream the avatar live: POST /offer for a WebRTC session (send a mic "
                                    "track, or none and push speech to /api/sessions/ID/speak), "
@@ -121,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_avatar_args(p)
     _add_model_args(p)
 
+
+def _add_kiosk_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("kiosk", help="the avatar full screen here, a local microphone and speaker",
                        description="Show the avatar full screen on this machine (Esc or q quits), driven by the "
                                    "local microphone, or by audio files (--play) or speech pushed over HTTP "
@@ -154,8 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-idle-motion", action="store_true", help="no blinks, breathing or head motion")
     _add_avatar_args(p)
     _add_model_args(p)
-    return parser
-
 
 def _avatars_dir(arg: Path | None) -> Path:
     from engines.avatar import default_avatars_dir
