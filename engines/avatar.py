@@ -12,6 +12,7 @@ package.  A directory ``<avatars_dir>/<name>/`` holds:
 ``mask.npy``        (S, S) float32 feathered blend mask in crop coordinates
 ``features.npz``    model features, each with leading dim F
 ``mouth_boxes.npy`` (F, 4) int32 box around the mouth incl. room for a fully open jaw, frame coords
+``landmarks.npy``   (478, 2) float32 face-mesh landmarks of frame 0 (eyes for the idle blinks)
 ==================  =====================================================================
 
 It is written to a temporary sibling directory and renamed into place, so a crash never leaves a
@@ -51,6 +52,7 @@ class Avatar:
     mask: np.ndarray  # (S, S) float32
     features: dict[str, np.ndarray]  # FEATURE_KEYS -> (F, ...)
     mouth_boxes: np.ndarray  # (F, 4) int32
+    landmarks: np.ndarray | None = None  # (478, 2) float32 face mesh of frame 0 (idle motion's eyes); older avatars: None
 
     @property
     def n_frames(self) -> int:
@@ -115,4 +117,5 @@ def load_avatar(name_or_path: str | Path, avatars_dir: Path | None = None) -> Av
         name=manifest["name"], path=path, manifest=manifest,
         frames=np.load(path / "frames.npy", mmap_mode="r"),
         boxes=np.load(path / "boxes.npy"), mask=np.load(path / "mask.npy"),
-        features=features, mouth_boxes=np.load(path / "mouth_boxes.npy"))
+        features=features, mouth_boxes=np.load(path / "mouth_boxes.npy"),
+        landmarks=np.load(path / "landmarks.npy") if (path / "landmarks.npy").is_file() else None)

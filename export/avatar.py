@@ -195,7 +195,8 @@ def prepare_avatar(source: Path, name: str, avatars_dir: Path, *, crop_size: int
     manifest = _avatar_manifest(name, source, kind, frames, fps, crop_size, FEATURES_VERSION, FEATURE_KEYS)
     dest = Path(avatars_dir) / name
     arrays = {"frames": frames, "boxes": boxes, "mask": blend_mask(crop_size),
-              "mouth_boxes": mouth_boxes(lms, hw)}
+              "mouth_boxes": mouth_boxes(lms, hw),
+              "landmarks": np.asarray(lms[0], np.float32)}
     write_avatar(dest, arrays, features, manifest)
     log.info("prepared avatar %r: %d frame(s) at %s", name, len(frames), dest)
     return dest
@@ -238,7 +239,8 @@ def _prepare_for_generator(source: Path, name: str, avatars_dir: Path, frames: n
     manifest = _avatar_manifest(name, source, kind, frames, fps, size, model.features_version, model.feature_keys,
                                 model=model.name, model_kind=model.kind)
     dest = Path(avatars_dir) / name
-    arrays = {"frames": frames, "boxes": boxes, "mask": face_blend_mask(size), "mouth_boxes": mouth_boxes(lms, hw)}
+    arrays = {"frames": frames, "boxes": boxes, "mask": face_blend_mask(size), "mouth_boxes": mouth_boxes(lms, hw),
+              "landmarks": np.asarray(lms[0], np.float32)}
     write_avatar(dest, arrays, features, manifest)
     log.info("prepared avatar %r for model %s: %d frame(s), %.1f MB of features", name, model.name, len(frames),
              sum(v.nbytes for v in features.values()) / 1e6)
@@ -262,7 +264,7 @@ def ensure_default_avatar(avatars_dir: Path | None = None, model_dir: Path | Non
     want = model.features_version if model is not None else FEATURES_VERSION
     try:
         avatar = load_avatar(name, avatars_dir)
-        if avatar.features_version == want:
+        if avatar.features_version == want and avatar.landmarks is not None:
             return avatar
     except AvatarError:
         pass

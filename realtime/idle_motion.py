@@ -102,20 +102,14 @@ class FaceGeometry:
                 for e in self.eyes]
 
 
-def face_geometry(avatar, detect: bool = True) -> FaceGeometry:  # noqa: ANN001 - engines.avatar.Avatar
-    """The avatar's eyes and head: the face mesh on its first frame, else its mouth box."""
-    if detect:
-        try:
-            from export.landmarks import FaceMesh  # torch-free; mediapipe imported inside
-
-            with FaceMesh() as mesh:
-                lm = mesh.detect(np.ascontiguousarray(avatar.frames[0]))
-            if lm is not None:
-                return FaceGeometry.from_landmarks(lm)
-            log.info("no face found on avatar %r for idle motion; estimating the eyes from its mouth box",
-                     avatar.name)
-        except Exception as exc:  # mediapipe missing or broken: the estimate still works
-            log.info("face mesh unavailable for idle motion (%s); estimating the eyes from the mouth box", exc)
+def face_geometry(avatar) -> FaceGeometry:  # noqa: ANN001 - engines.avatar.Avatar
+    """The avatar's eyes and head: its face mesh from preparation (``landmarks.npy``), else an
+    estimate from its mouth box (avatars prepared before the landmarks were kept)."""
+    lm = getattr(avatar, "landmarks", None)
+    if lm is not None:
+        return FaceGeometry.from_landmarks(np.asarray(lm, np.float32))
+    log.info("avatar %r has no face landmarks (prepare it again for exact eyes); estimating them from its "
+             "mouth box", getattr(avatar, "name", "?"))
     return FaceGeometry.from_mouth_box(avatar.mouth_boxes[0])
 
 
@@ -280,9 +274,11 @@ class IdleMotion:
 
     @classmethod
     def for_avatar(cls, avatar, detect: bool = True, **kwargs) -> IdleMotion:  # noqa: ANN001 - Avatar
-        """Blinks and head motion for a still avatar (eyes from its face mesh or its mouth box)."""
+        """Blinks and head motion for a still avatar (eyes from its prepared face mesh, or, with
+        ``detect=False`` or none kept, estimated from its mouth box)."""
         h, w = avatar.frames.shape[1:3]
-        return cls(h, w, face=face_geometry(avatar, detect), **kwargs)
+        face = face_geometry(avatar) if detect else FaceGeometry.from_mouth_box(avatar.mouth_boxes[0])
+        return cls(h, w, face=face, **kwargs)
 
     def matrix(self, t: float) -> np.ndarray:
         """The 2x3 affine pose of the whole frame (breathing, sway) at time ``t`` seconds."""

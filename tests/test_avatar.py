@@ -32,7 +32,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> Path:
 def test_layout_shapes_and_manifest(avatars: Path) -> None:
     d = avatars / "astro"
     assert sorted(p.name for p in d.iterdir()) == sorted(
-        ["manifest.json", "frames.npy", "boxes.npy", "mask.npy", "features.npz", "mouth_boxes.npy"])
+        ["manifest.json", "frames.npy", "boxes.npy", "mask.npy", "features.npz", "mouth_boxes.npy", "landmarks.npy"])
     man = json.loads((d / "manifest.json").read_text())
     assert man["n_frames"] == 1 and man["frame_size"] == [512, 512] and man["crop_size"] == 128
     assert man["features_version"] == FEATURES_VERSION and len(man["source_sha256"]) == 64
