@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 LOOKAHEAD_S = 0.04  # where the window ends relative to the frame time (engines.windows)
-VERSION = "audio2mouth-v1"
+VERSION = "audio2mouth-v2"
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "audio_to_mouth.pt"
 OUTPUTS = ("open", "width", "closure")
 

@@ -4,6 +4,10 @@ Voices never seen in training (flite ``slt``, festival ``cmu_us_slt_arctic_hts``
 sentences; each is scored clean and through a fixed microphone degradation (room reverb, band
 limit, noise), at 25 fps through the serving path's windows (``engines.windows.frame_windows``).
 
+Targets: the reference phone targets (``export.phonemes.target_track`` defaults), the same yardstick
+for every checkpoint; ``--targets trained`` scores against the targets a checkpoint was trained on
+(its ``train_info["targets"]``) instead.
+
 Metrics (effective opening = open * (1 - closure); "closed" = closure > 0.5 or effective
 opening < ``CLOSED_OPEN``):
 
@@ -102,11 +106,11 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def score(pred: np.ndarray, seg: Segments) -> dict[str, float]:
-    """The metrics above for one (n_frames, 3) prediction track."""
+def score(pred: np.ndarray, seg: Segments, targets: dict | None = None) -> dict[str, float]:
+    """The metrics above for one (n_frames, 3) prediction track (``targets``: target_track options)."""
     n = pred.shape[0]
     t = np.arange(n) / FPS
-    tgt = target_track(seg, t)
+    tgt = target_track(seg, t, **(targets or {}))
     pe, te = effective_open(pred), effective_open(tgt)
     idx = np.clip(np.searchsorted(seg.end, t, side="right"), 0, len(seg.phone) - 1)
     sil_ph = np.array([is_silence(p, seg.phoneset) for p in seg.phone])
@@ -134,7 +138,8 @@ def score(pred: np.ndarray, seg: Segments) -> dict[str, float]:
     }
 
 
-def evaluate(model, data_dir: Path, utts: int, seed: int, lookahead_s: float) -> dict:
+def evaluate(model, data_dir: Path, utts: int, seed: int, lookahead_s: float,
+             targets: dict | None = None) -> dict:
     """Scores per voice x condition x method, plus the frame-weighted mean over voices."""
     paths = generate(data_dir, "eval", utts, utts, seed, n_recorded=utts)
     res: dict = {}
@@ -144,8 +149,8 @@ def evaluate(model, data_dir: Path, utts: int, seed: int, lookahead_s: float) ->
         for cond, wav in conds.items():
             n = frame_count(wav.size, SAMPLE_RATE, FPS)
             res.setdefault(v.name, {})[cond] = {
-                "net": score(net_track(model, wav, n, lookahead_s), v.seg),
-                "baseline": score(baseline_track(wav, n), v.seg),
+                "net": score(net_track(model, wav, n, lookahead_s), v.seg, targets),
+                "baseline": score(baseline_track(wav, n), v.seg, targets),
             }
     mean: dict = {}
     for cond in ("clean", "degraded"):
@@ -177,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utts", type=int, default=40, help="held-out utterances per voice")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write the full result here")
+    ap.add_argument("--targets", choices=["reference", "trained"], default="reference",
+                    help="score against the reference phone targets (export.phonemes defaults: the same "
+                         "yardstick for every model) or the targets the checkpoint was trained on")
     a = ap.parse_args(argv)
 
     import torch
@@ -186,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     path = a.weights or audio_net.WEIGHTS_PATH
     model = audio_net.load_default(path=path)
-    lookahead = float(audio_net.load_checkpoint(path).get("lookahead_s", audio_net.LOOKAHEAD_S))
-    result = evaluate(model, a.data_dir, a.utts, a.seed, lookahead)
+    ck = audio_net.load_checkpoint(path)
+    lookahead = float(ck.get("lookahead_s", audio_net.LOOKAHEAD_S))
+    targets = ck.get("train_info", {}).get("targets") if a.targets == "trained" else None
+    result = evaluate(model, a.data_dir, a.utts, a.seed, lookahead, targets)
     result["weights"] = str(path)
+    result["targets"] = targets or "reference"
     print(format_table(result))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -250,13 +250,53 @@ class Segments:
         return Segments(s, e, list(phones), phoneset)
 
 
-def step_track(seg: Segments, times: np.ndarray) -> np.ndarray:
-    """Un-smoothed targets (n, 3) at ``times`` (s); outside every segment reads as rest."""
+_VOWELS = frozenset({"a", "ae", "ah", "open_o", "schwa", "open_e", "e", "er", "ih", "i", "uh", "o", "u",
+                     "front_round", "mid_front_round", "high_central"})
+# Consonants made with the tongue alone: the lips are apart by what the jaw does for the vowels
+# around them.  Labials (the lips themselves) and pauses keep their own shape.
+_LINGUAL = frozenset({"dental", "alveolar", "lateral", "sibilant", "postalveolar", "velar", "glottal",
+                      "rhotic", "palatal_glide", "palatal_nasal"})
+
+
+def _jaw_coupled(shapes: np.ndarray, seg: Segments, coupling: float) -> np.ndarray:
+    """Open a lingual consonant to ``coupling`` x the opening of its neighbouring vowels.
+
+    The jaw rides a syllable cycle: between two open vowels it does not close for a /t/ or a /k/
+    (only the tongue does), so the lips stay parted.  Neighbours are the nearest vowels on each
+    side with no pause in between; a consonant next to a pause uses its one vowel.
+    """
+    names = [resolve(p, seg.phoneset) for p in seg.phone]
+    first = [n[0] if isinstance(n, tuple) else n for n in names]
+    out = shapes.copy()
+    n = len(first)
+    for i, v in enumerate(first):
+        if v not in _LINGUAL:
+            continue
+        near = []
+        for step, half in ((-1, 1), (1, 0)):
+            j = i + step
+            while 0 <= j < n and first[j] not in _VOWELS and _V[first[j]] != REST:
+                j += step
+            if 0 <= j < n and first[j] in _VOWELS:
+                near.append(shapes[j, half, 0])
+        if near:
+            out[i, :, 0] = np.maximum(out[i, :, 0], coupling * float(np.mean(near)))
+    return out
+
+
+def step_track(seg: Segments, times: np.ndarray, jaw_coupling: float = 0.0) -> np.ndarray:
+    """Un-smoothed targets (n, 3) at ``times`` (s); outside every segment reads as rest.
+
+    ``jaw_coupling`` > 0 lets lingual consonants keep part of their neighbouring vowels' opening
+    (:func:`_jaw_coupled`).
+    """
     times = np.asarray(times, np.float64)
     out = np.zeros((times.size, 3), np.float32)
     if not len(seg.phone):
         return out
     shapes = np.array([phone_shape(p, seg.phoneset) for p in seg.phone], np.float32)  # (S,2,3)
+    if jaw_coupling > 0:
+        shapes = _jaw_coupled(shapes, seg, jaw_coupling)
     idx = np.searchsorted(seg.end, times, side="right")
     inside = (idx < len(seg.phone))
     idx_c = np.minimum(idx, len(seg.phone) - 1)
@@ -283,20 +323,21 @@ def _asym_kernel(dt: float, past_s: float, future_s: float) -> np.ndarray:
 
 def target_track(seg: Segments, times: np.ndarray, *, anticipation_s: float = 0.05,
                  carryover_s: float = 0.03, closure_s: float = 0.015,
-                 dt: float = 0.0025) -> np.ndarray:
+                 dt: float = 0.0025, jaw_coupling: float = 0.0) -> np.ndarray:
     """Coarticulated (open, width, closure) targets at ``times`` -> (n, 3) float32.
 
     The step track is sampled on a fine grid (``dt``), smoothed (open/width: leaning
     ``anticipation_s`` into the future and ``carryover_s`` into the past; closure: a short
     symmetric ``closure_s`` kernel so short p/b/m keep a full press), and interpolated at
-    ``times``.
+    ``times``.  ``jaw_coupling``: see :func:`step_track`.  The defaults are the evaluation's
+    targets (``export.evaluate_audio``); training may ask for others (``export.train_audio``).
     """
     times = np.asarray(times, np.float64)
     if times.size == 0:
         return np.zeros((0, 3), np.float32)
     pad = max(anticipation_s, carryover_s, closure_s) + dt
     grid = np.arange(times.min() - pad, times.max() + pad + dt, dt)
-    raw = step_track(seg, grid).astype(np.float64)
+    raw = step_track(seg, grid, jaw_coupling).astype(np.float64)
     k_ow = _asym_kernel(dt, carryover_s, anticipation_s)
     k_c = _asym_kernel(dt, closure_s, closure_s)
     sm = np.empty_like(raw)

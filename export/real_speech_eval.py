@@ -42,7 +42,7 @@ from export.evaluate_audio import CLOSED_OPEN, baseline_track, score
 from export.phonemes import Segments, effective_open, is_silence, target_track
 from export.real_clips import Clip, align_phones, load_clip, real_mouth_opening, vad_segments
 from engines.manifest import DEFAULT_MODEL_DIR, ModelManifest
-from engines.mel import melspectrogram
+from engines.mel import SAMPLE_RATE, melspectrogram
 from engines.windows import frame_windows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +99,25 @@ def model_track(model, wav: np.ndarray, n_frames: int) -> np.ndarray:
     return model.predict(frame_windows(mel, np.arange(n_frames), model.fps, model.lookahead_s))
 
 
+def served_gate(wav: np.ndarray, n_frames: int, fps: float, lookahead_s: float) -> np.ndarray:
+    """The server's voice gate per frame, as ``realtime.vad`` computes it (export may not import
+    realtime): webrtcvad mode 2 on 20 ms frames, frames under -55 dBFS are non-speech, a decision
+    held 150 ms, and frame k open when speech lies in ``[t_k - 20 ms - 150 ms, t_k + lookahead)``."""
+    import webrtcvad
+
+    vad, fl = webrtcvad.Vad(2), int(0.02 * SAMPLE_RATE)
+    pcm = np.clip(np.rint(np.asarray(wav, np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+    pcm = np.pad(pcm, (0, -pcm.size % fl)).reshape(-1, fl)
+    floor = (32768.0 * 10 ** (-55 / 20)) ** 2
+    dec = np.array([vad.is_speech(f.tobytes(), SAMPLE_RATE) and np.mean(f.astype(np.float64) ** 2) > floor
+                    for f in pcm], bool)
+    csum = np.concatenate([[0], np.cumsum(dec)])
+    t = np.arange(n_frames) / fps
+    lo = np.clip(np.floor(np.maximum(t - 0.5 / fps, 0) / 0.02 + 1e-9).astype(int) - 8, 0, dec.size)
+    hi = np.clip(np.ceil((t + lookahead_s) / 0.02 - 1e-9).astype(int), 0, dec.size)
+    return (csum[np.maximum(hi, lo)] - csum[lo]) > 0
+
+
 def silence_mask(seg: Segments, times: np.ndarray, margin_s: float = SIL_MARGIN_S) -> np.ndarray:
     """Frames inside a pause and at least ``margin_s`` from every sounding phone."""
     speech = [(s, e) for s, e, p in zip(seg.start, seg.end, seg.phone) if not is_silence(p, seg.phoneset)]
@@ -144,6 +163,7 @@ def evaluate_clip(clip: Clip, model, real: np.ndarray | None = None) -> dict:
     pred = model_track(model, clip.wav, n)
     base = baseline_track(clip.wav, n)
     pe, be = effective_open(pred), effective_open(base)
+    served = pe * served_gate(clip.wav, n, clip.fps, model.lookahead_s)  # what the avatar shows
     seg = align_phones(clip.wav, clip.sentence)
     aligned = seg is not None
     if seg is None:
@@ -161,6 +181,8 @@ def evaluate_clip(clip: Clip, model, real: np.ndarray | None = None) -> dict:
         "silence_frames": int(sil.sum()),
         "silence_closed": float(np.mean(pe[sil] < CLOSED_OPEN)) if sil.any() else float("nan"),
         "baseline_silence_closed": float(np.mean(be[sil] < CLOSED_OPEN)) if sil.any() else float("nan"),
+        "served_silence_closed": float(np.mean(served[sil] < CLOSED_OPEN)) if sil.any() else float("nan"),
+        "served_corr": pearson(served, real),
         "real_open_speech": float(np.mean(real[speech])) if speech.any() else float("nan"),
         "real_open_silence": float(np.mean(real[sil])) if sil.any() else float("nan"),
     }
@@ -194,6 +216,8 @@ def summarize(per_clip: dict) -> dict:
         }
     out["model"]["silence_closed"] = _nanmean([r["silence_closed"] for r in rows])
     out["baseline"]["silence_closed"] = _nanmean([r["baseline_silence_closed"] for r in rows])
+    out["model"]["served_silence_closed"] = _nanmean([r["served_silence_closed"] for r in rows])
+    out["model"]["served_corr"] = _nanmean([r["served_corr"] for r in rows])
     ph = [r["phones"] for r in rows if "phones" in r]
     if ph:
         for meth in ("model", "baseline"):
@@ -231,6 +255,8 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:8s} {mo['corr']:6.3f} {mo['corr_speech']:6.3f} {lag_m!s:>4s} | {ba['corr']:6.3f} "
                      f"{ba['corr_speech']:6.3f} {lag_b!s:>4s} | {sil:9.3f} | {ph.get('corr_speech', np.nan):8.3f} "
                      f"{ph.get('false_closure', np.nan):7.3f} {ph.get('closure_recall', np.nan):5.3f}")
+    lines.append(f"with the server's voice gate: corr {m['model']['served_corr']:.3f}, silence closed "
+                 f"{m['model']['served_silence_closed']:.3f}")
     lines.append(f"worst clip corr: model {m['model']['corr_min']:.3f}, baseline {m['baseline']['corr_min']:.3f}; "
                  f"phone targets vs real mouth {m.get('phone_target_vs_real_corr', np.nan):.3f}")
     return "\n".join(lines)

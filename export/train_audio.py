@@ -64,30 +64,36 @@ def degrade_utterances(wav: np.ndarray, seg: Segments, utt_start: np.ndarray,
             Segments(np.concatenate(s_all), np.concatenate(e_all), p_all, seg.phoneset))
 
 
-def make_stream(wav: np.ndarray, seg: Segments, name: str, lookahead_s: float = LOOKAHEAD_S) -> Stream:
+# The training targets' shape (``export.phonemes.target_track``): how far they lead and trail the
+# phones, and how much a tongue-only consonant keeps of its vowels' opening.
+TARGETS = {"anticipation_s": 0.08, "carryover_s": 0.05, "jaw_coupling": 0.5}
+
+
+def make_stream(wav: np.ndarray, seg: Segments, name: str, lookahead_s: float = LOOKAHEAD_S,
+                targets: dict | None = None) -> Stream:
     """Mel of ``wav`` and the target for every window end (the frame time it serves)."""
     mel = melspectrogram(wav)
     ends = np.arange(mel.shape[1] + 1)
     times = (ends - 1) / MEL_FPS - lookahead_s
-    return Stream(mel, target_track(seg, times), name)
+    return Stream(mel, target_track(seg, times, **(targets or TARGETS)), name)
 
 
-def _voice_streams(args: tuple[Path, int, int, float]) -> list[Stream]:
-    path, copies, seed, lookahead_s = args
+def _voice_streams(args: tuple[Path, int, int, float, dict]) -> list[Stream]:
+    path, copies, seed, lookahead_s, targets = args
     v = load_voice(path)
     out = []
     for c in range(copies + 1):
         rng = np.random.default_rng([seed, c, sum(map(ord, v.name))])
         # copy 0: studio-clean speech at a random level over a faint noise floor
         wav, seg = degrade_utterances(v.wav, v.seg, v.utt_start, rng, 0.0 if c == 0 else 1.0)
-        out.append(make_stream(wav, seg, f"{v.name}#{c}", lookahead_s))
+        out.append(make_stream(wav, seg, f"{v.name}#{c}", lookahead_s, targets))
     return out
 
 
 def build_streams(paths: list[Path], copies: int, seed: int, workers: int = 2,
-                  lookahead_s: float = LOOKAHEAD_S) -> list[Stream]:
+                  lookahead_s: float = LOOKAHEAD_S, targets: dict | None = None) -> list[Stream]:
     """Clean + degraded streams of every voice file, built over at most 2 processes."""
-    jobs = [(p, copies, seed, lookahead_s) for p in paths]
+    jobs = [(p, copies, seed, lookahead_s, targets or TARGETS) for p in paths]
     if workers <= 1:
         return [s for j in jobs for s in _voice_streams(j)]
     with ProcessPoolExecutor(max_workers=min(workers, 2)) as ex:
@@ -184,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="weights path (default: the committed one)")
     ap.add_argument("--lookahead", type=float, default=LOOKAHEAD_S,
                     help="seconds the window reaches past the frame time (stored in the checkpoint)")
+    ap.add_argument("--anticipation", type=float, default=TARGETS["anticipation_s"],
+                    help="seconds the open/width targets lead the phones")
+    ap.add_argument("--carryover", type=float, default=TARGETS["carryover_s"],
+                    help="seconds the open/width targets trail the phones")
+    ap.add_argument("--jaw-coupling", type=float, default=TARGETS["jaw_coupling"],
+                    help="share of the neighbouring vowels' opening a tongue-only consonant keeps")
     a = ap.parse_args(argv)
 
     import torch
@@ -195,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = generate(a.data_dir, "train", a.utts, a.utts_foreign, a.seed, a.workers,
                      n_recorded=a.utts_recorded)
     t_corpus = time.time() - t_start
-    streams = build_streams(paths, a.copies, a.seed, a.workers, a.lookahead)
+    targets = {"anticipation_s": a.anticipation, "carryover_s": a.carryover, "jaw_coupling": a.jaw_coupling}
+    streams = build_streams(paths, a.copies, a.seed, a.workers, a.lookahead, targets)
     ds = concat_streams(streams)
     minutes = sum(s.mel.shape[1] for s in streams if s.name.endswith("#0")) / MEL_FPS / 60
     print(f"[data] {len(streams)} streams, {minutes:.1f} min of clean speech+pauses, "
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     info.update({"voices": sorted({s.name.split("#")[0] for s in streams}), "clean_minutes": round(minutes, 1),
                  "copies": a.copies, "utts": a.utts, "utts_foreign": a.utts_foreign,
                  "utts_recorded": a.utts_recorded, "seed": a.seed,
-                 "batch": a.batch, "lr": a.lr, "corpus_seconds": round(t_corpus),
+                 "batch": a.batch, "lr": a.lr, "targets": targets, "corpus_seconds": round(t_corpus),
                  "total_seconds": round(time.time() - t_start)})
     out = audio_net.save(model, a.out or audio_net.WEIGHTS_PATH, info, lookahead_s=a.lookahead)
     print(f"[done] wrote {out} in {time.time() - t_start:.0f} s total", flush=True)

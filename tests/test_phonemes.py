@@ -115,3 +115,17 @@ def test_flite_alignment_has_no_offset():
     rep = alignment_report(wav, seg)
     assert abs(rep["best_lag_ms"]) <= 10
     assert rep["silence_db"] < rep["closure_db"] - 10 and rep["closure_db"] < rep["vowel_db"] - 5
+
+
+def test_jaw_coupling_keeps_tongue_consonants_between_open_vowels_parted():
+    seg = Segments.from_ends([0.2, 0.4, 0.47, 0.7, 0.77, 1.0, 1.2],
+                             ["pau", "aa", "t", "aa", "p", "aa", "pau"])
+    t = np.array([0.435, 0.735, 0.1])  # mid /t/, mid /p/, the pause
+    plain = step_track(seg, t)
+    coupled = step_track(seg, t, jaw_coupling=0.5)
+    assert plain[0, 0] == pytest.approx(0.22) and coupled[0, 0] == pytest.approx(0.45)
+    assert coupled[1, 2] == 1.0 and coupled[1, 0] == 0.0  # the lips still press for /p/
+    assert coupled[2].tolist() == [0.0, 0.0, 0.0]  # pauses stay shut
+    # next to a pause a consonant has one vowel neighbour; never less open than its own shape
+    seg2 = Segments.from_ends([0.2, 0.3, 0.5, 0.7], ["pau", "s", "iy", "pau"])
+    assert step_track(seg2, [0.25], jaw_coupling=0.5)[0, 0] == pytest.approx(phone_shape("s")[0][0])
