@@ -75,7 +75,7 @@ def _running(st: dict) -> bool:
 
 def test_mic_moves_the_mouth_and_the_speech_comes_out_and_a_lost_device_is_handled(rig, tmp_path: Path) -> None:
     status = tmp_path / "status.json"
-    proc = start_kiosk(rig, status, "--no-idle-motion", "--reconnect-s", "4", log=tmp_path / "kiosk.log")
+    proc = start_kiosk(rig, status, "--no-idle-motion", "--reconnect-s", "8", log=tmp_path / "kiosk.log")
     try:
         st = wait_status(status, proc, _running, 120, "the kiosk to show frames")
         assert st["mode"] == "mic" and st["window"]["size"] == list(rig.size)  # full screen
@@ -91,16 +91,16 @@ def test_mic_moves_the_mouth_and_the_speech_comes_out_and_a_lost_device_is_handl
         time.sleep(1.5)
         out = rec.stop()
         st = read_status(status)
-        assert max(st["openings"] + [0]) >= 0 and st["mic_s"] > 3.0  # the mic was heard
+        assert st["mic_s"] > 3.0, st  # the mic was heard
         assert speaking > 3 * silent + 1.0, (speaking, silent)  # the lips moved on screen
         # the speaker played the speech: loud while it was spoken, quiet before it
         rate = 16000
         before = out[: int((t_speech - rec.started_at) * rate)]
         loud = np.array([rms_dbfs(out[i:i + rate // 4]) for i in range(0, out.size - rate // 4, rate // 4)])
         assert (loud > -35).sum() >= 8, loud.round(1)  # >= 2 s of speech came out
-        assert before.size == 0 or rms_dbfs(before) < -50
+        assert before.size == 0 or rms_dbfs(before) < -50, rms_dbfs(before)
         skew = st["display"]["av_skew"]
-        assert skew is not None and skew["n"] > 50  # frames were shown on their sound's DAC time
+        assert skew is not None and skew["n"] > 50, st["display"]  # frames shown on their sound's DAC time
         # the audio server goes away and comes back: the kiosk reconnects and carries on
         rig.stop_pulse()
         wait_status(status, proc, lambda s: s.get("reconnects", 0) >= 1, 30, "a reconnect attempt")

@@ -45,7 +45,10 @@ RATES = (48000, 44100, 32000, 16000)
 QUIET_MS = 10 ** (-45 / 10)  # mean square below -45 dBFS: a pause that may be shed to bring the backlog down
 
 
-def close_quietly(stream, timeout_s: float = 2.0) -> bool:  # noqa: ANN001 - a sounddevice stream
+CLOSE_S = 6.0  # PortAudio's ALSA thread notices an abort at its next poll timeout: ~2 s on a dead server
+
+
+def close_quietly(stream, timeout_s: float = CLOSE_S) -> bool:  # noqa: ANN001 - a sounddevice stream
     """Abort and close ``stream`` on a helper thread; False when PortAudio did not return in time."""
     if stream is None:
         return True
@@ -112,7 +115,7 @@ class _Watched:
         last = self.last_callback or self.started_at
         return now - last < self.stall_s
 
-    def close(self, timeout_s: float = 2.0) -> bool:
+    def close(self, timeout_s: float = CLOSE_S) -> bool:
         stream, self.stream = self.stream, None
         return close_quietly(stream, timeout_s)
 

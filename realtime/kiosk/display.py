@@ -1,25 +1,17 @@
-"""The kiosk's screen: one full-screen OpenCV window showing the avatar, letterboxed.
+"""The kiosk's screen: the window process and the parent's end of it.
 
-OpenCV's HighGUI (the Qt build of ``opencv-contrib-python``) draws the window; it needs an X
-display (``DISPLAY``; XWayland counts).  The window lives in a **child process** that imports
-nothing but OpenCV and numpy (``python -m realtime.kiosk.display``; :class:`ScreenProcess` is
-the parent's end).  Two reasons, both found the hard way: PyAV's wheel bundles its own libxcb and
-a ``libxcb-shm`` with the very file name OpenCV's Qt uses, so once ``av`` is imported (the server's
-audio path does) Qt's X connection hangs in ``xcb_shm_query_version``; and Qt aborts the whole
-process when its display goes away.  In a child, neither can take the kiosk down or hang it.
-
-Full screen works with and without a window manager: the window is asked to be full screen
-(a window manager obeys), and it is also placed at the screen's origin with an image exactly the
-screen's size (a bare X server, e.g. a kiosk started by ``xinit`` or Xvfb in tests, has nobody to
-obey).  The frame is scaled and letterboxed onto that image here, so where the avatar's mouth
-lies on the screen is known (:meth:`Display.screen_box`).  Esc or q quits, as does closing the
-window.
+The window (:class:`~realtime.kiosk.xwindow.XWindow`: plain Xlib, full screen, the avatar
+letterboxed) lives in a **child process**, ``python -m realtime.kiosk.display``, that imports
+only numpy, OpenCV (colour conversion, resizing) and libX11; :class:`ScreenProcess` is the
+kiosk's end.  In a child, a stuck or dying X connection (Xlib ends the process when its server
+goes away) can neither hang nor kill the kiosk: the kiosk hears of it and exits with a message.
+An X display is needed (``DISPLAY``; XWayland counts): :func:`check_display` says how to get one.
 
 The pipe protocol: the parent writes a 12-byte header (magic, frame id, payload length, all
 little-endian uint32) and the I420 planes; the child shows the frame at once and answers one
 line ``shown ID MONOTONIC`` (``time.monotonic`` is one clock for every process on the machine);
-it also writes ``ready JSON`` (window geometry) once, and ``quit``/``closed`` on Esc/q or a closed
-window.
+it also writes ``ready JSON`` (window geometry) once, ``info JSON`` when the geometry changes,
+and ``quit``/``closed`` on Esc/q or a closed window.
 """
 
 from __future__ import annotations
@@ -38,17 +30,15 @@ import threading
 import time
 from typing import Callable
 
-import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Display", "DisplayError", "ScreenProcess", "check_display", "screen_size", "letterbox", "map_box"]
+__all__ = ["DisplayError", "ScreenProcess", "check_display", "screen_size", "map_box"]
 
 MAGIC = 0x4B534C50  # "PLSK"
 HEADER = struct.Struct("<III")
 
-QUIT_KEYS = {27, ord("q"), ord("Q")}
 
 
 class DisplayError(RuntimeError):
@@ -96,15 +86,6 @@ def check_display() -> tuple[int, int]:
     return size
 
 
-def letterbox(frame_wh: tuple[int, int], screen_wh: tuple[int, int]) -> tuple[int, int, int, int]:
-    """x, y, w, h of a frame scaled to fit the screen, centred (aspect ratio kept)."""
-    fw, fh = frame_wh
-    sw, sh = screen_wh
-    scale = min(sw / fw, sh / fh)
-    w, h = max(2, int(round(fw * scale))), max(2, int(round(fh * scale)))
-    return (sw - w) // 2, (sh - h) // 2, w, h
-
-
 def map_box(box: tuple[int, int, int, int], origin: tuple[int, int], rect: tuple[int, int, int, int],
             frame_wh: tuple[int, int]) -> tuple[int, int, int, int]:
     """A box in frame pixels -> screen pixels, for a window image at ``origin`` showing the frame
@@ -114,88 +95,6 @@ def map_box(box: tuple[int, int, int, int], origin: tuple[int, int], rect: tuple
     sx, sy = w / frame_wh[0], h / frame_wh[1]
     x0, y0, x1, y1 = box
     return (int(ox + x + x0 * sx), int(oy + y + y0 * sy), int(round(ox + x + x1 * sx)), int(round(oy + y + y1 * sy)))
-
-
-class Display:
-    """The window itself (used inside the window process)."""
-
-    def __init__(self, frame_w: int, frame_h: int, *, title: str = "lipstream", fullscreen: bool = True,
-                 scale: float = 1.0) -> None:
-        self.frame_wh = (int(frame_w), int(frame_h))
-        self.title = title
-        self.fullscreen = fullscreen
-        self.scale = scale
-        self.size = self.frame_wh  # the window's image size, set by open()
-        self.rect = (0, 0, *self.frame_wh)  # where the frame sits in the image
-        self._canvas: np.ndarray | None = None
-        self._bgr: np.ndarray | None = None
-        self._open = False
-
-    def open(self) -> None:
-        screen = check_display()
-        if self.fullscreen:
-            self.size = screen
-        else:
-            self.size = (int(round(self.frame_wh[0] * self.scale)), int(round(self.frame_wh[1] * self.scale)))
-        self.rect = letterbox(self.frame_wh, self.size)
-        self._canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
-        cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-        cv2.imshow(self.title, self._canvas)
-        cv2.waitKey(1)
-        if self.fullscreen:
-            cv2.moveWindow(self.title, 0, 0)
-            cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
-        cv2.waitKey(1)
-        self._open = True
-        log.info("display: %dx%d window%s, avatar at %s", self.size[0], self.size[1],
-                 " (full screen)" if self.fullscreen else "", self.rect)
-
-    def show_i420(self, planes: np.ndarray) -> None:
-        """Show one frame (I420 planes as the frame step makes them)."""
-        self._bgr = cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420, dst=self._bgr)
-        self.show_bgr(self._bgr)
-
-    def show_bgr(self, bgr: np.ndarray) -> None:
-        x, y, w, h = self.rect
-        if (w, h) == (bgr.shape[1], bgr.shape[0]) and (x, y) == (0, 0) and self.size == (w, h):
-            cv2.imshow(self.title, bgr)
-            return
-        interp = cv2.INTER_AREA if w < bgr.shape[1] else cv2.INTER_LINEAR
-        cv2.resize(bgr, (w, h), dst=self._canvas[y:y + h, x:x + w], interpolation=interp)
-        cv2.imshow(self.title, self._canvas)
-
-    def poll(self, wait_ms: int = 1) -> str | None:
-        """Pump window events for up to ``wait_ms``; "quit" on Esc/q, "closed" if the window went."""
-        key = cv2.waitKey(max(1, int(wait_ms)))
-        if key != -1 and (key & 0xFF) in QUIT_KEYS:
-            return "quit"
-        try:
-            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-                return "closed"
-        except cv2.error:
-            return "closed"
-        return None
-
-    def origin(self) -> tuple[int, int]:
-        """Screen position of the window's image (its top-left pixel)."""
-        try:
-            x, y, _, _ = cv2.getWindowImageRect(self.title)
-            return int(x), int(y)
-        except cv2.error:
-            return 0, 0
-
-    def screen_box(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        """A box in frame pixels -> the same region in screen pixels (where to look for the lips)."""
-        return map_box(box, self.origin(), self.rect, self.frame_wh)
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            try:
-                cv2.destroyWindow(self.title)
-                cv2.waitKey(1)
-            except cv2.error:
-                pass
 
 
 class ScreenProcess:
@@ -226,6 +125,7 @@ class ScreenProcess:
 
     def start(self, timeout_s: float = 30.0) -> dict:
         """Start the window process; its geometry once the window is up. DisplayError if it fails."""
+        check_display()
         cmd = [sys.executable, "-m", "realtime.kiosk.display", "--title", self.title,
                "--frame", f"{self.frame_wh[0]}x{self.frame_wh[1]}", "--scale", str(self.scale)]
         if not self.fullscreen:
@@ -344,6 +244,9 @@ def _read_exact(fd: int, n: int, buf: bytearray) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """The window process: frames from stdin, on screen at once, ``shown`` lines on stdout."""
     import argparse
+    import signal
+
+    from realtime.kiosk.xwindow import XWindow, XWindowError
 
     p = argparse.ArgumentParser(prog="python -m realtime.kiosk.display")
     p.add_argument("--title", default="lipstream")
@@ -352,19 +255,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0)
     args = p.parse_args(argv)
     fw, fh = (int(v) for v in args.frame.lower().split("x"))
-    out = sys.stdout
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kiosk's to handle; it closes us
+    out = sys.stdout
 
     def say(line: str) -> None:
         out.write(line + "\n")
         out.flush()
 
-    display = Display(fw, fh, title=args.title, fullscreen=not args.windowed, scale=args.scale)
+    def geometry() -> dict:
+        return {"size": list(window.size), "rect": list(window.rect), "origin": list(window.origin()),
+                "fullscreen": window.fullscreen, "window_manager": window.window_manager}
+
+    window = XWindow(fw, fh, title=args.title, fullscreen=not args.windowed, scale=args.scale)
     try:
-        display.open()
-    except DisplayError as exc:
+        window.open()
+    except XWindowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     frame_bytes = fw * fh * 3 // 2
@@ -372,13 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     payload = bytearray(frame_bytes)
     header = bytearray(HEADER.size)
     fd = sys.stdin.fileno()
-    say("ready " + json.dumps({"size": list(display.size), "rect": list(display.rect),
-                               "origin": list(display.origin()), "fullscreen": display.fullscreen}))
-    origin_sent = False
-    shown = 0
+    window.poll()
+    window.moved = False
+    say("ready " + json.dumps(geometry()))
     try:
         while True:
-            ready, _, _ = select.select([fd], [], [], 0.005)
+            ready, _, _ = select.select([fd], [], [], 0.01)
             if ready:
                 if not _read_exact(fd, HEADER.size, header):
                     return 0  # the kiosk closed the pipe
@@ -389,22 +293,19 @@ def main(argv: list[str] | None = None) -> int:
                 if not _read_exact(fd, n, payload):
                     return 0
                 planes.reshape(-1)[:] = np.frombuffer(payload, np.uint8)
-                display.show_i420(planes)
-                event = display.poll(1)
+                window.show_i420(planes)
                 say(f"shown {fid} {time.monotonic():.6f}")
-                shown += 1
-                if not origin_sent and shown == 5:  # the window manager has placed it by now
-                    origin_sent = True
-                    say("info " + json.dumps({"origin": list(display.origin())}))
-            else:
-                event = display.poll(1)
+            event = window.poll()
+            if window.moved:
+                window.moved = False
+                say("info " + json.dumps(geometry()))
             if event is not None:
                 say(event)
                 return 0
     except (BrokenPipeError, KeyboardInterrupt):
         return 0
     finally:
-        display.close()
+        window.close()
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ The same front end and frame step as the server: one :class:`~realtime.session.S
 sink the :class:`~realtime.kiosk.pacer.ScreenSink`, which puts frame ``k`` on screen when the
 first sample of frame ``k``'s speech reaches the speaker's DAC.
 
-Threads: the **main thread** owns the window (OpenCV/Qt wants one GUI thread) and shows the due
-frames; an **event-loop thread** runs the frame loop, the session, the mic's resampling, the
-playlist, barge-in, the device watchdog and the optional HTTP API; the frame loop's **worker
-thread** runs the engine; PortAudio's **callback threads** only copy audio.
+Threads: the **main thread** supervises (status file, signals, a hung window); an **event-loop
+thread** runs the frame loop, the session, the mic's resampling, the playlist, barge-in, the
+device watchdog and the optional HTTP API; the frame loop's **worker thread** runs the engine;
+PortAudio's **callback threads** only copy audio; a **screen thread** hands each due frame to the
+window process (``realtime.kiosk.display``), whose reader thread reports when it was shown.
 
 Modes:
 
@@ -24,8 +25,8 @@ Modes:
 A device that stops (PortAudio ends the stream, or its callbacks stop) is reopened by name for
 ``reconnect_s``; if it does not come back the kiosk exits (code 3) with a message listing the
 devices it can see.  Exit codes: 0 quit (Esc, q, window closed, playlist done with
-``exit_when_done``), 2 bad configuration (no device, no display, no such file), 3 device lost,
-130 Ctrl-C.
+``exit_when_done``), 1 the window failed (its X server went away), 2 bad configuration (no
+device, no display, no such file), 3 device lost, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -502,7 +503,7 @@ class Kiosk:
     async def _close_streams(self) -> None:
         for stream in (self.mic, self.speaker):
             if stream is not None and getattr(stream, "stream", None) is not None:
-                ok = await asyncio.get_running_loop().run_in_executor(None, stream.close, 2.0)
+                ok = await asyncio.get_running_loop().run_in_executor(None, stream.close)
                 self._stuck |= not ok
 
     async def _in_thread(self, fn, timeout_s: float):  # noqa: ANN001, ANN202
