@@ -264,7 +264,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_kiosk(args: argparse.Namespace) -> int:
-    from realtime.kiosk.kiosk import config_from_args, list_devices_command, run_kiosk
+    from realtime.kiosk.command import config_from_args, list_devices_command, run_kiosk
 
     if args.list_devices:
         return list_devices_command()

@@ -32,128 +32,34 @@ device, no display, no such file), 3 device lost, 130 Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from realtime.kiosk.devices import AudioDeviceError, Device, format_devices, list_devices, rescan, resolve
+from realtime.kiosk.barge_in import BargeIn
+from realtime.kiosk.config import AUDIO_SUFFIXES, KioskConfig, KioskError, config_from_args, playlist_files
+from realtime.kiosk.devices import AudioDeviceError, Device, list_devices, resolve
+from realtime.kiosk.http_api import start_http
+from realtime.kiosk.supervision import DeviceSupervision
+from realtime.kiosk.status import kiosk_status, write_status
+from realtime.sessions import union_box
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KioskConfig", "Kiosk", "KioskError", "BargeIn", "playlist_files", "run_kiosk", "AUDIO_SUFFIXES"]
+__all__ = ["KioskConfig", "Kiosk", "KioskError", "BargeIn", "playlist_files", "config_from_args",
+           "AUDIO_SUFFIXES"]
 
-AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".webm"}
 SESSION_ID = "kiosk"
 SPEECH_TAIL_S = 0.4  # queued speech is "being spoken" until this long after its last sample is due
 
 
-class KioskError(RuntimeError):
-    """The kiosk cannot run as asked; ``code`` is the exit status (2 config, 3 device lost)."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class KioskConfig:
-    input: str | None = None  # device name/index; None: the default; "none": no microphone
-    output: str | None = None  # device name/index; None: the default; "none": no speaker
-    play: list[Path] = field(default_factory=list)  # files or folders to speak, in order
-    loop_playlist: bool = False
-    http_port: int | None = None  # POST /speak, /interrupt; GET /status
-    http_host: str = "127.0.0.1"
-    barge_in: bool = False
-    barge_in_s: float = 0.3  # this much speech on the mic (of the last 0.4 s) interrupts
-    resume_s: float = 1.0  # after a barge-in, the playlist resumes once the mic is quiet this long
-    avatar: str = "default"
-    avatars_dir: Path | None = None
-    engine: str = "auto"
-    model_dir: Path | None = None
-    idle_motion: bool = True
-    fullscreen: bool = True
-    scale: float = 1.0  # window scale when not full screen
-    max_lag_frames: int = 2
-    exit_when_done: bool = False
-    status_file: Path | None = None
-    reconnect_s: float = 10.0
-    first_audio_s: float = 5.0  # a fresh stream may take this long to deliver its first callback
-    stall_s: float = 4.0  # no callback for this long (after the first) = the device is gone; PortAudio's
-    # ALSA->PulseAudio path pauses callbacks for ~2 s after an underrun, so shorter would cry wolf
-    output_latency_s: float = 0.1  # PortAudio output latency: 'low' (~9 ms) underruns on a busy machine
-    speaker_cushion_s: float = 0.08  # audio queued before the speaker (re)starts: one late tick (80 ms) never cuts it
-    title: str = "lipstream"
-
-    @property
-    def presenter(self) -> bool:
-        return bool(self.play) or self.http_port is not None
-
-    @property
-    def wants_mic(self) -> bool:
-        return (not self.presenter or self.barge_in) and not _is_none(self.input)
-
-    @property
-    def wants_speaker(self) -> bool:
-        return not _is_none(self.output)
-
-
-def _is_none(spec: str | None) -> bool:
-    return isinstance(spec, str) and spec.strip().lower() in ("none", "off", "-")
-
-
-def playlist_files(paths: list[Path]) -> list[Path]:
-    """Files in order: a file as given, a folder's audio files sorted by name (not recursive)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES),
-                           key=lambda f: f.name)
-            if not found:
-                raise KioskError(f"--play {p}: the folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
-            out += found
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise KioskError(f"--play {p}: no such file or folder")
-    return out
-
-
-class BargeIn:
-    """Speech on the microphone while the avatar speaks: webrtcvad over the last 0.4 s."""
-
-    def __init__(self, *, speech_s: float = 0.3, window_s: float = 0.4, aggressiveness: int = 3,
-                 floor_dbfs: float = -45.0) -> None:
-        from realtime.vad import FRAME_S, VadStream
-
-        self.vad = VadStream(aggressiveness, hangover_s=0.0, history_s=5.0, floor_dbfs=floor_dbfs)
-        self.window = max(1, int(round(window_s / FRAME_S)))
-        self.needed = max(1, min(self.window, int(round(speech_s / FRAME_S))))
-        self.frame_s = FRAME_S
-        self.last_speech_at = -1e9  # monotonic time of the last 20 ms judged speech
-
-    def push(self, samples16k: np.ndarray, now: float) -> bool:
-        """Feed mic audio; True when the recent audio is speech (enough of the window)."""
-        if self.vad.push(samples16k) == 0:
-            return False
-        end = self.vad.frames_decided
-        recent = self.vad.raw(max(0, end - self.window), end)
-        if recent[-1]:
-            self.last_speech_at = now
-        return int(recent.sum()) >= self.needed
-
-    def quiet_for(self, now: float) -> float:
-        return now - self.last_speech_at
-
-
-class Kiosk:
+class Kiosk(DeviceSupervision):
     """One kiosk: prepare (devices, display, engine, avatar), then :meth:`run` until it ends."""
 
     def __init__(self, config: KioskConfig, *, engine=None, avatar=None) -> None:  # noqa: ANN001
@@ -328,7 +234,7 @@ class Kiosk:
     def _window_info(self, info: dict) -> None:
         from realtime.kiosk.display import map_box
 
-        box = _union_box(self.avatar.mouth_boxes)
+        box = union_box(self.avatar.mouth_boxes)
         frame_wh = tuple(self.avatar.frames.shape[2:0:-1])
         origin, rect = tuple(info.get("origin", (0, 0))), tuple(info.get("rect", (0, 0, *frame_wh)))
         self.window = {"size": info.get("size"), "rect": list(rect), "origin": list(origin),
@@ -376,7 +282,7 @@ class Kiosk:
             log.info("idle motion: blinks and head motion (eyes from the %s)", renderer.idle.face.source)
         video = ScreenSink(self.pacer, self.speaker)
         self.session = Session(SESSION_ID, avatar.name, rows, clock, video, self.speaker, engine.convention,
-                               mouth_box=_union_box(avatar.mouth_boxes))
+                               mouth_box=union_box(avatar.mouth_boxes))
         tasks = []
         try:
             await self._start_streams()
@@ -488,253 +394,11 @@ class Kiosk:
             await asyncio.sleep(0.05)
 
     # -- devices ------------------------------------------------------------------------------------
-    async def _start_streams(self) -> None:
-        from realtime.kiosk.audio_io import MicInput
-
-        c = self.config
-        if self.mic_device is not None:
-            if c.barge_in:
-                self._barge = BargeIn(speech_s=c.barge_in_s)
-            self.mic = MicInput(self.mic_device, self._on_mic, asyncio.get_running_loop(), stall_s=c.stall_s)
-            await self._in_thread(self.mic.start, 10.0)
-        if self.out_device is not None:
-            await self._in_thread(self.speaker.start, 10.0)
-
-    async def _close_streams(self) -> None:
-        for stream in (self.mic, self.speaker):
-            if stream is not None and getattr(stream, "stream", None) is not None:
-                ok = await asyncio.get_running_loop().run_in_executor(None, stream.close)
-                self._stuck |= not ok
-
-    async def _in_thread(self, fn, timeout_s: float):  # noqa: ANN001, ANN202
-        """Run a PortAudio call on a daemon thread (it may block on a vanished device)."""
-        fut = asyncio.get_running_loop().create_future()
-        aio = asyncio.get_running_loop()
-
-        def settle(exc: BaseException | None, result: object) -> None:
-            if not fut.done():
-                fut.set_exception(exc) if exc is not None else fut.set_result(result)
-
-        def target() -> None:
-            try:
-                result = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                aio.call_soon_threadsafe(settle, exc, None)
-            else:
-                aio.call_soon_threadsafe(settle, None, result)
-
-        threading.Thread(target=target, name="lipstream-portaudio", daemon=True).start()
-        try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
-            self._stuck = True
-            raise AudioDeviceError(f"PortAudio did not answer within {timeout_s:.0f} s") from None
-
-    def _lost(self, now: float) -> str | None:
-        c = self.config
-        for name, stream in (("microphone", self.mic), ("speaker", self.speaker if self.out_device else None)):
-            if stream is None:
-                continue
-            if stream.finished or stream.stream is None:
-                return name
-            if not stream.callbacks:
-                if now - stream.started_at > c.first_audio_s:
-                    return name
-            elif not stream.healthy(now):
-                return name
-        return None
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(0.25)
-            lost = self._lost(time.monotonic())
-            if lost is not None:
-                await self._reconnect(lost)
-
-    async def _reconnect(self, what: str) -> None:
-        c = self.config
-        device = self.mic_device if what == "microphone" else self.out_device
-        log.warning("the %s %s stopped (device gone?); reconnecting for up to %.0f s", what, device.label(),
-                    c.reconnect_s)
-        self.state = "reconnecting"
-        self.reconnects += 1
-        deadline = time.monotonic() + c.reconnect_s
-        last: Exception | None = None
-        while time.monotonic() < deadline and not self._stop.is_set():
-            await self._close_streams()
-            try:
-                await self._in_thread(rescan, 5.0)
-                devices = await self._in_thread(list_devices, 5.0)
-                if self.mic is not None:
-                    self.mic.device = self.mic_device = _same_device(self.mic_device, c.input, "input", devices)
-                if self.out_device is not None:
-                    self.speaker.device = self.out_device = _same_device(self.out_device, c.output, "output", devices)
-                self.pacer.clear()  # their FIFO marks belong to the old stream
-                await self._start_streams_again()
-                log.info("audio devices reconnected")
-                self.state = "running"
-                return
-            except (AudioDeviceError, OSError) as exc:
-                last = exc
-            except Exception as exc:  # noqa: BLE001 - PortAudioError and friends
-                last = exc
-            await asyncio.sleep(1.0)
-        try:
-            now_devices = format_devices(list_devices())
-        except AudioDeviceError as exc:
-            now_devices = f"  ({exc})"
-        first = str(last).splitlines()[0] if last else "stopped"
-        self.request_stop(3, f"the {what} {device.label()} disappeared and did not come back within "
-                             f"{c.reconnect_s:.0f} s ({first}).\nAudio devices now:\n{now_devices}")
-
-    async def _start_streams_again(self) -> None:
-        if self.mic is not None:
-            await self._in_thread(self.mic.start, 10.0)
-        if self.out_device is not None:
-            await self._in_thread(self.speaker.start, 10.0)
-
-    # -- HTTP -----------------------------------------------------------------------------------------
     async def _start_http(self) -> None:
-        from aiohttp import web
+        self._http_runner = await start_http(self)
 
-        from realtime.api_errors import fail, json_errors, read_body
-        from realtime.audio_io import AudioFormatError, load_audio
-        from realtime.session import SpeechQueueFull
-
-        max_bytes = 16 * 1024 * 1024
-
-        async def speak(request: web.Request) -> web.Response:
-            ctype = request.content_type
-            if not (ctype.startswith("audio/") or ctype == "application/octet-stream"):
-                raise fail(415, f"send speech as an audio file (audio/wav, ...), not {ctype or 'no content type'}")
-            body = await read_body(request, max_bytes)
-            try:
-                wav = await asyncio.get_running_loop().run_in_executor(None, load_audio, body)
-            except AudioFormatError as exc:
-                raise fail(400, str(exc)) from None
-            try:
-                queued = self.speak(wav)
-            except SpeechQueueFull as exc:
-                raise fail(413, str(exc)) from None
-            return web.json_response({"duration_s": wav.size / self.engine.convention.sample_rate,
-                                      "queued_s": queued})
-
-        async def interrupt(request: web.Request) -> web.Response:
-            self.interrupt()
-            return web.json_response({"interrupted": True})
-
-        async def status(request: web.Request) -> web.Response:
-            return web.json_response(self.status())
-
-        app = web.Application(middlewares=[json_errors], client_max_size=max_bytes)
-        app.router.add_post("/speak", speak)
-        app.router.add_post("/interrupt", interrupt)
-        app.router.add_get("/status", status)
-        self._http_runner = web.AppRunner(app)
-        await self._http_runner.setup()
-        try:
-            await web.TCPSite(self._http_runner, self.config.http_host, self.config.http_port).start()
-        except OSError as exc:
-            raise KioskError(f"--http {self.config.http_port}: cannot listen on "
-                             f"{self.config.http_host}:{self.config.http_port} ({exc.strerror or exc})") from None
-        log.info("kiosk HTTP API on http://%s:%d/ (POST /speak, POST /interrupt, GET /status)",
-                 self.config.http_host, self.config.http_port)
-
-    # -- status ---------------------------------------------------------------------------------------
     def status(self) -> dict:
-        s, sp, mic = self.session, self.speaker, self.mic
-        out = {
-            "state": self.state, "pid": os.getpid(), "mode": "presenter" if self.config.presenter else "mic",
-            "input": self.mic_device.label() if self.mic_device else None,
-            "output": self.out_device.label() if self.out_device else None,
-            "engine": getattr(self.engine, "name", None), "avatar": getattr(self.avatar, "name", None),
-            "window": dict(self.window), "show_lead_ms": round(1000 * self._show_lead(), 2),
-            "display": self.pacer.summary() if self.pacer else None,
-            "speaking": self.speaking(), "barge_ins": self.barge_ins,
-            "last_barge_in_at": self.last_barge_in_at, "reconnects": self.reconnects,
-            "playlist": dict(self.playlist), "exit_code": self.exit_code, "message": self.message,
-        }
-        if s is not None:
-            out.update(frames_rendered=s.stats.frames_rendered, frames_skipped=s.stats.frames_skipped,
-                       queued_s=round(s.source.queued_s, 3), mic_s=round(s.source.stats.mic_samples / 16000, 3),
-                       openings=[round(v, 3) for v in list(s.stats.openings)[-25:]])
-        if self.loop is not None:
-            out["ticks"] = self.loop.ticks
-        if sp is not None and self.out_device is not None:
-            out["speaker"] = {"rate": sp.rate, "underruns": sp.underruns, "backlog_ms": round(1000 * sp.backlog_s, 1),
-                              "dropped": sp.samples_dropped,
-                              "shed": sp.samples_shed, "callbacks": sp.callbacks, "status_flags": sp.status_flags}
-        if mic is not None:
-            out["mic"] = {"rate": mic.rate, "callbacks": mic.callbacks, "level_dbfs": round(mic.level_dbfs, 1),
-                          "status_flags": mic.status_flags}
-        return out
+        return kiosk_status(self)
 
     def _write_status(self) -> None:
-        path = self.config.status_file
-        if path is None:
-            return
-        try:
-            tmp = Path(f"{path}.tmp")
-            tmp.write_text(json.dumps(self.status()))
-            os.replace(tmp, path)
-        except (OSError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a deque grew meanwhile
-            log.debug("status file: %s", exc)
-
-
-def _same_device(old: Device, spec: str | None, kind: str, devices: list[Device]) -> Device:
-    """After a rescan: the device with the old one's name, else whatever ``spec`` picks now."""
-    for d in devices:
-        if d.name == old.name and d.channels(kind) > 0:
-            return d
-    return resolve(spec, kind, devices)
-
-
-def _union_box(boxes: np.ndarray) -> tuple[int, int, int, int]:
-    b = np.asarray(boxes).reshape(-1, 4)
-    return int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
-
-
-def run_kiosk(config: KioskConfig) -> int:
-    """``lipstream kiosk``: prepare, run, report; the exit code."""
-    import sys
-
-    from realtime.kiosk.display import DisplayError
-
-    kiosk = Kiosk(config)
-    try:
-        kiosk.prepare()
-    except (AudioDeviceError, DisplayError, KioskError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "code", 2)
-    code = kiosk.run()
-    if kiosk.message:
-        print(("error: " if code not in (0, 130) else "") + kiosk.message, file=sys.stderr)
-    if kiosk._stuck:  # a PortAudio thread is stuck in a vanished device: do not wait for it at exit
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(code)
-    return code
-
-
-def list_devices_command() -> int:
-    """``lipstream kiosk --list-devices``: 0 when PortAudio sees a device, 2 when none."""
-    import sys
-
-    try:
-        devices = list_devices()
-    except AudioDeviceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print("Audio devices (choose with --input/--output NAME or INDEX):")
-    print(format_devices(devices))
-    return 0 if devices else 2
-
-
-def config_from_args(args) -> KioskConfig:  # noqa: ANN001 - argparse.Namespace of `lipstream kiosk`
-    return KioskConfig(input=args.input, output=args.output, play=list(args.play or []), loop_playlist=args.loop,
-                       http_port=args.http, http_host=args.http_host, barge_in=args.barge_in, avatar=args.avatar,
-                       avatars_dir=args.avatars_dir, engine=args.engine, model_dir=args.model,
-                       idle_motion=not args.no_idle_motion, fullscreen=not args.windowed, scale=args.scale,
-                       max_lag_frames=args.max_lag_frames, exit_when_done=args.exit_when_done,
-                       status_file=args.status_file, reconnect_s=args.reconnect_s,
-                       output_latency_s=args.output_latency_ms / 1000.0)
+        write_status(self)
