@@ -63,7 +63,9 @@ class AvatarRenderer:
     def __init__(self, avatar: Avatar, idle: bool = True) -> None:
         self.compositor = Compositor(avatar)
         h, w = avatar.frames.shape[1:3]
-        self.idle = IdleMotion(h, w) if idle and avatar.n_frames == 1 else None
+        # a still portrait breathes, sways, blinks and moves its head a little (eyes from the face
+        # mesh kept at preparation); a video avatar already moves
+        self.idle = IdleMotion.for_avatar(avatar) if idle and avatar.n_frames == 1 else None
 
     def frame(self, avatar_frame: int, crop: np.ndarray, t: float) -> np.ndarray:
         rgb = self.compositor.compose(avatar_frame, crop)

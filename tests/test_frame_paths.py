@@ -138,9 +138,11 @@ def test_render_is_the_stream_on_a_fast_clock(engine, avatar, speech_16k, tmp_pa
     stream_open = np.array(session.stats.openings)[:n]
     np.testing.assert_allclose(stream_open, _opening(offline.params), atol=1e-5)
     assert _opening(offline.params).max() > 0.2  # there is speech in it: the comparison means something
-    # the same frames, idle motion included (the still avatar moves in both)
+    # the same frames, idle motion included (the still avatar breathes and blinks in both); float
+    # rounding may move a pixel by one level (numpy's SIMD paths depend on buffer alignment)
     for k in range(n):
-        assert np.array_equal(sink.frames[k], offline.frames_i420[k]), f"frame {k} differs"
+        d = np.abs(sink.frames[k].astype(np.int16) - offline.frames_i420[k])
+        assert d.max() <= 1 and (d > 0).mean() < 1e-3, f"frame {k} differs: max {d.max()}, {(d > 0).sum()} px"
     assert not np.array_equal(offline.frames_i420[0], offline.frames_i420[n - 1])
     # and the same speech with them
     np.testing.assert_array_equal(np.concatenate(sink.samples)[:wav.size], np.concatenate(offline.audio_out)[:wav.size])
