@@ -51,11 +51,10 @@ def test_real_mouth_is_open_in_speech_and_not_in_the_pauses(clip, real):
 
 def test_scores_are_finite_and_the_model_is_in_sync(clip, real, model):
     r = rse.evaluate_clip(clip, model, real)
-    for meth in ("model", "baseline"):
-        assert np.isfinite(r[meth]["corr"]) and -1 <= r[meth]["corr"] <= 1
-    assert r["model"]["corr"] > 0.2
+    assert np.isfinite(r["baseline"]["corr"])
+    assert r["model"]["corr"] > max(0.2, r["baseline"]["corr"])  # on this clip the model beats loudness
     assert abs(r["model"]["best_lag"]) <= 2
-    assert 0.0 <= r["silence_closed"] <= 1.0 and r["silence_frames"] >= 10
+    assert r["silence_frames"] >= 10 and r["silence_closed"] >= 0.8
     assert len(r["tracks"]["model"]) == len(real)
 
 
@@ -81,5 +80,6 @@ def test_pocketsphinx_aligns_the_sentence(clip, real, model):
     r = rse.evaluate_clip(clip, model, real)
     assert r["alignment"] == "pocketsphinx"
     ph = r["phones"]["model"]
-    assert np.isfinite(ph["corr_speech"]) and 0 <= ph["false_closure"] <= 1
+    assert ph["corr_speech"] > r["phones"]["baseline"]["corr_speech"]  # follows the phones better than loudness
+    assert ph["false_closure"] <= 0.3  # open vowels wrongly closed
     assert ph["closure_recall"] >= 0.5  # the /p/ of "p" (and of nothing else) closes the lips
