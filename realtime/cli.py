@@ -139,6 +139,10 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stun", action="append", default=[], metavar="URL",
                    help="STUN server for clients beyond this machine, e.g. stun:stun.example.org:3478 "
                         "(repeatable; default: none, and a loopback server offers loopback ICE candidates only)")
+    p.add_argument("--session-timeout", type=float, default=15.0, metavar="SECONDS",
+                   help="close a microphone session whose peer has sent no audio for this long (a client that "
+                        "froze or lost its network without hanging up); sessions without a mic are not reaped "
+                        "for silence (ICE consent failure ends those, ~30 s); 0 = never (default: 15)")
     _add_access_args(p)
     _add_avatar_args(p)
     _add_model_args(p)
@@ -250,7 +254,7 @@ def serve_config(args: argparse.Namespace):  # noqa: ANN201 - realtime.server.Se
                         max_lag_frames=args.max_lag_frames, stun=tuple(args.stun), render_when=args.render_when,
                         token=args.token or os.environ.get("LIPSTREAM_TOKEN") or None,
                         cors_origin=args.cors_origin, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                        max_upload_video_s=args.max_upload_video_s)
+                        max_upload_video_s=args.max_upload_video_s, session_timeout_s=args.session_timeout)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -258,6 +262,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_sessions < 1:
         print("error: --max-sessions must be at least 1", file=sys.stderr)
+        return 2
+    if not args.session_timeout >= 0:
+        print("error: --session-timeout must be 0 (never) or a number of seconds, e.g. 15", file=sys.stderr)
         return 2
     run_server(serve_config(args))
     return 0

@@ -23,6 +23,10 @@ class ServerMetrics:
             {"engine": engine_name, "model": model_name, "precision": precision})
         self.sessions = Gauge("lipstream_sessions", "Live sessions", registry=r)
         self.sessions_total = Counter("lipstream_sessions_created", "Sessions created", registry=r)
+        self.sessions_reaped = Counter(
+            "lipstream_sessions_reaped", "Sessions closed because their peer went silent without hanging up: "
+            "reason=no_audio (no mic audio for --session-timeout; realtime/reaper.py)", ["reason"], registry=r)
+        self.sessions_reaped.labels("no_audio")
         self.frames_sent = Counter("lipstream_frames_sent", "Video frames handed to the encoder", registry=r)
         self.frames_dropped = Counter(
             "lipstream_frames_dropped", "Frame slots that repeated the previous frame because no fresh "

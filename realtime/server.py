@@ -46,6 +46,7 @@ from realtime.frame_loop import FrameLoop
 from realtime.ice import is_loopback_host, peer_configuration, use_loopback_candidates
 from realtime.latency import LatencyStore
 from realtime.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from realtime.reaper import SessionReaper
 from realtime.session import Session, SpeechQueueFull
 from realtime.sessions import SessionRegistry
 
@@ -78,6 +79,7 @@ class ServerConfig:
     max_speech_bytes: int = 16 * 1024 * 1024
     max_speech_s: float = 300.0
     connect_timeout_s: float = 30.0
+    session_timeout_s: float = 15.0  # a mic session with no mic audio this long is closed (realtime/reaper.py); 0: never
     idle_motion: bool = True
     max_lag_frames: int = 2  # 2: ~no repeated frames under mic jitter; 1: ~10 ms less latency, 7-16 % repeats
     render_when: str = "tick"  # "window": also render as soon as mic audio completes a window (FrameLoop)
@@ -114,6 +116,7 @@ class ServerState:
         self.loop = None  # FrameLoop (or the naive baseline), built at startup
         self.avatars: AvatarRegistry | None = None
         self.sessions: SessionRegistry | None = None
+        self.reaper: SessionReaper | None = None
 
     async def startup(self) -> None:
         low_latency.install()
@@ -136,9 +139,13 @@ class ServerState:
         await self.avatars.get(config.avatar)
         await aio.run_in_executor(None, engine.warmup, engine.warmup_batches(config.max_sessions))
         self.loop.start()
+        self.reaper = SessionReaper(self.sessions, self.clock, self.metrics, config.session_timeout_s)
+        self.reaper.start()
         log.info("serving avatar %r with engine %s", config.avatar, engine.name)
 
     async def shutdown(self) -> None:
+        if self.reaper is not None:
+            await self.reaper.stop()
         if self.sessions is not None:
             await self.sessions.close_all()
         if self.loop is not None:

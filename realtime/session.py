@@ -76,6 +76,7 @@ class Session:
         self.stats = SessionStats()
         self.on_closed: Callable[[Session], None] | None = None
         self.on_heard: Callable[[], None] | None = None  # mic audio was pushed (the frame loop may render)
+        self.mic_heard_at: float | None = None  # clock time the mic last delivered audio (realtime/reaper.py)
         self.max_catchup = 2  # video frames of speech sent at once after a skip
         self.closed = False
         self._mic_task: asyncio.Task | None = None
@@ -123,12 +124,14 @@ class Session:
         """Mic audio arrived (already 16 kHz mono)."""
         if not isinstance(self.source, MicSource):
             self.source = MicSource(sample_rate=self.timeline.sample_rate)
-        self.source.on_audio(self.timeline, samples16k, self.clock.now())
+        self.mic_heard_at = self.clock.now()
+        self.source.on_audio(self.timeline, samples16k, self.mic_heard_at)
         if self.on_heard is not None:
             self.on_heard()
 
     def attach_mic(self, track: MediaStreamTrack) -> None:
         self.source = MicSource(sample_rate=self.timeline.sample_rate)
+        self.mic_heard_at = self.clock.now()  # the silence timeout counts from here until audio comes
         self._mic_task = asyncio.ensure_future(self._consume_mic(track))
 
     async def _consume_mic(self, track: MediaStreamTrack) -> None:
