@@ -38,7 +38,11 @@ class DeformParams(nn.Module):
         self.hidden = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.LeakyReLU(SLOPE),
                                     nn.Linear(2 * dim, 2 * dim), nn.LeakyReLU(SLOPE))
         self.out = nn.Linear(2 * dim, 4 * ch)
-        nn.init.zeros_(self.out.weight)  # identity transform until training moves it
+        self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Zero the last layer: every channel's transform is the identity until training moves it."""
+        nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
@@ -91,7 +95,7 @@ def region_mask(side: int, mask_from: float, ramp: float = 0.08) -> np.ndarray:
     return np.repeat(rows[:, None], side, 1).astype(np.float32)
 
 
-def gaussian_face_mask(side: int, mask_from: float, sigma_frac: float = 1 / 48) -> np.ndarray:
+def gaussian_face_mask(side: int, mask_from: float, sigma_frac: float = 1 / 20) -> np.ndarray:
     """(side, side) float32 compositing mask: the lower face (from a little above the masked row)
     convolved with a Gaussian (sigma = side * sigma_frac), edges held, so the paste has no seam."""
     sigma = max(0.5, side * sigma_frac)

@@ -27,7 +27,8 @@ from export.g4g import align
 from export.g4g.align import InterAlign, IntraAlign
 from export.g4g.config import G4GConfig
 from export.g4g.deform import ChannelAffineWarp, DeformParams, Masks, affine_matrices
-from export.g4g.parts import AudioEncoder, BlendNet, Decoder, ImageEncoder, reference_widths, source_widths
+from export.g4g.parts import AudioEncoder, BlendNet, Decoder, ImageEncoder, init_weights, reference_widths, \
+    source_widths
 
 __all__ = ["G4G", "G4GOutput"]
 
@@ -67,6 +68,8 @@ class G4G(nn.Module):
         self.decoder = Decoder(cfg)
         self.blend = BlendNet(cfg)
         self.attr_head = nn.Linear(c, d)
+        init_weights(self)
+        self.deform.reset_identity()  # after init_weights: the warp starts as the identity
 
     def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Per-frame (C, H, W) of every avatar feature, in FEATURE_KEYS order."""

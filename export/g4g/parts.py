@@ -17,6 +17,22 @@ from export.g4g.config import G4GConfig
 SLOPE = 0.2  # LeakyReLU slope everywhere: no dead units, so every weight keeps a gradient
 
 
+def init_weights(module: nn.Module) -> None:
+    """He-normal init for LeakyReLU (fan-in) on every conv/linear, zero biases; the last conv of a
+    residual branch at half gain.  PyTorch's default init shrinks activations ~2x per layer, which
+    leaves an untrained G4G almost blind to its audio input (and to training signal)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, a=SLOPE, mode="fan_in" if not isinstance(m, nn.ConvTranspose2d)
+                                    else "fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, ResBlock):
+            with torch.no_grad():
+                m.body[2].weight.mul_(0.5)
+
+
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
     """Conv + LeakyReLU with 'same' padding (``stride`` 2 halves the side)."""
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2), nn.LeakyReLU(SLOPE))
@@ -96,7 +112,7 @@ class AudioEncoder(nn.Module):
         )
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.net(mel).flatten(1)
+        return self.net(mel * 0.25).flatten(1)  # Wav2Lip mel is in [-4, 4]: unit scale in
 
 
 class Decoder(nn.Module):
