@@ -8,6 +8,8 @@ Standard WebRTC tools talk to lipstream without its JSON ``/offer``:
   is ingest only; any video the offer carries is answered ``inactive``).  ``DELETE /whip/{id}``
   ends the session; ``PATCH`` (trickle ICE) is answered 405: candidates are gathered before the
   answer (aiortc does so in ``setLocalDescription``), and the offer must carry the client's.
+  An ``actpass`` offer is answered ``a=setup:passive``: we are the DTLS server (so clients with
+  RSA certificates, such as GStreamer's webrtcbin, can connect).
 - ``POST /whep/{id}`` (or ``POST /whep``: the newest live ingest) with a receive-only offer ->
   ``201``, ``Location: /whep/{viewer}``, an answer sending the avatar's video and its speech
   (delayed to the lips) of ingest ``{id}``'s session.  ``DELETE /whep/{viewer}`` ends the viewer.
@@ -91,6 +93,20 @@ async def _read_offer(request: web.Request, limit: int) -> str:
     return sdp
 
 
+def _take_dtls_server_role(pc: RTCPeerConnection, offer: str) -> None:
+    """Answer ``a=setup:passive`` to an ``actpass`` offer: we are the DTLS server, with our ECDSA
+    certificate.  aiortc answers ``active`` by default, and as DTLS client it offers only
+    ECDHE-ECDSA cipher suites, so a peer with an RSA certificate (GStreamer's webrtcbin, hence
+    gst-plugins-rs' whipclientsink) failed the handshake with "no shared cipher".  RFC 5763 lets
+    the answerer pick either role.  Uses aiortc's private ``_set_role`` (aiortc has no public knob)."""
+    if "a=setup:actpass" not in offer:
+        return  # the offerer chose its role; aiortc follows it
+    for t in pc.getTransceivers():
+        transport = t.receiver.transport
+        if getattr(transport, "_role", None) == "auto":
+            transport._set_role("server")
+
+
 def _media_kinds(sdp: str) -> list[str]:
     return [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
 
@@ -128,12 +144,13 @@ class _Routes:
                     session.attach_mic(track)
 
             @pc.on("connectionstatechange")
-            async def on_state() -> None:
-                if pc.connectionState in ("failed", "closed"):
+            async def on_state() -> None:  # session.pc, not pc: the local is None once the session owns it
+                if session.pc is not None and session.pc.connectionState in ("failed", "closed"):
                     await _end_ingest(self.res, self.state, session)
 
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                _take_dtls_server_role(pc, sdp)
                 for t in pc.getTransceivers():  # ingest only: receive the mic, nothing else
                     t.direction = "recvonly" if t.kind == "audio" else "inactive"
                 await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
@@ -182,6 +199,7 @@ class _Routes:
                 sender = pc.addTrack(ingest.relay.subscribe(session.video, buffered=False))
                 prefer_video_codec(pc, sender, cfg.codec)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            _take_dtls_server_role(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await pc.close()
