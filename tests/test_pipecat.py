@@ -158,9 +158,11 @@ def test_remote_mode_streams_video_audio_and_interrupts(remote: dict) -> None:
     assert len(images) > 100 and images[0].size == (512, 512)
     audio = [f for f in down[:at["stop_a"]] if isinstance(f, TTSAudioRawFrame)]
     assert audio and audio[0].sample_rate == 48000
-    # the speech came back over WebRTC.  Known gap (open): the remote mode returns only ~3 of the
-    # first segment's 4.6 s before its TTSStoppedFrame (its start is lost while the call settles)
-    assert sum(a.num_frames for a in audio) / 48000 > 0.5 * remote["speech_s"]
+    # the whole first segment came back over WebRTC before its TTSStoppedFrame (measured: 4.60 of
+    # 4.63 s).  Before the remote mode paced its own sending, the TTS's burst overfilled the
+    # server's 3 s buffer before the backpressure event got back, and the last ~1.6 s was dropped.
+    assert sum(a.num_frames for a in audio) / 48000 > 0.9 * remote["speech_s"]
+    assert not [e for e in remote["events"] if e["type"] == "error"], remote["events"]  # nothing dropped
     kinds = [e["type"] for e in remote["events"] if e["type"] in ("speech_started", "speech_ended", "interrupted")]
     assert kinds == ["speech_started", "speech_ended", "speech_started", "interrupted"], kinds
     after = down[at["interrupt"] + 1:]

@@ -95,6 +95,38 @@ class _Pacing:
             self.ready.set()
 
 
+class _SendWindow:
+    """The sender's own estimate of the server's unplayed speech (a bucket draining at real time),
+    so that a TTS which delivers a segment faster than real time never overfills the bounded
+    buffer.  The server's ``backpressure`` event alone comes one WebSocket round trip late: by
+    then a burst has gone out whole and the server dropped what did not fit (a 4.6 s segment sent
+    at once lost its last 1.6 s to a 3 s buffer).  ``MARGIN_S`` covers the playout's start delay."""
+
+    MARGIN_S = 0.5
+
+    def __init__(self, max_buffer_s: float) -> None:
+        self.max_buffer_s = max_buffer_s
+        self.queued_s = 0.0
+        self._at = 0.0
+
+    def _drain(self, now: float) -> None:
+        self.queued_s = max(0.0, self.queued_s - (now - self._at))
+        self._at = now
+
+    def wait_s(self, seconds: float, now: float) -> float:
+        """How long to wait before ``seconds`` more speech fits."""
+        self._drain(now)
+        room = max(self.max_buffer_s - self.MARGIN_S, seconds)  # a chunk bigger than the window still goes
+        return max(0.0, self.queued_s + seconds - room)
+
+    def sent(self, seconds: float, now: float) -> None:
+        self._drain(now)
+        self.queued_s += seconds
+
+    def reset(self) -> None:
+        self.queued_s = 0.0
+
+
 class InProcessAvatar:
     """The engine in this process: a presenter session on its own 25 fps frame loop.
 
@@ -255,6 +287,7 @@ class RemoteAvatar:
         self.output: asyncio.Queue = asyncio.Queue()
         self.session_id: str | None = None
         self._pacing = _Pacing()
+        self._window = _SendWindow(3.0)  # the server's default; its 'session' event says the real one
         self._http = None
         self._pc = None
         self._ws = None
@@ -320,7 +353,9 @@ class RemoteAvatar:
                 continue
             event = msg.json()
             kind = event.get("type")
-            if kind == "speech_started":
+            if kind == "session":
+                self._window.max_buffer_s = float(event.get("max_buffer_s", self._window.max_buffer_s))
+            elif kind == "speech_started":
                 self._speaking = True
             elif kind in ("speech_ended", "interrupted", "closed"):
                 self._speaking = False
@@ -329,11 +364,19 @@ class RemoteAvatar:
             self.output.put_nowait(AvatarEvent(event))
 
     async def push(self, pcm: np.ndarray, rate: int) -> None:
-        await self._pacing.ready.wait()
+        """Send speech; waits while the server's buffer would overflow (our own estimate, and the
+        server's ``backpressure`` until ``resume``)."""
         if rate != self.rate:
             pcm = (np.clip(self._resampler.push(pcm, rate), -1, 1) * 32767).astype(np.int16)
-        if pcm.size:
-            await self._ws.send_bytes(np.asarray(pcm, "<i2").tobytes())
+        if not pcm.size:
+            return
+        loop = asyncio.get_running_loop()
+        seconds = pcm.size / self.rate
+        while (wait := self._window.wait_s(seconds, loop.time())) > 0:
+            await asyncio.sleep(wait)
+        await self._pacing.ready.wait()
+        self._window.sent(seconds, loop.time())
+        await self._ws.send_bytes(np.asarray(pcm, "<i2").tobytes())
 
     async def flush(self) -> None:
         if self._resampler is not None:
@@ -344,6 +387,7 @@ class RemoteAvatar:
 
     async def clear(self) -> None:
         self._pacing.ready.set()
+        self._window.reset()
         self._speaking, self._quiet_from = False, 0.0
         _discard_media(self.output)
         await self._ws.send_str('{"type": "clear"}')
