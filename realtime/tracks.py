@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import math
+from collections import deque
 from typing import Callable
 
 import av
@@ -109,23 +110,35 @@ class DelayedAudioTrack(MediaStreamTrack):
 
     A bounded FIFO: backlog beyond ``max_backlog_s`` drops its oldest audio (latency stays
     bounded if the receiver side ever stalls); an empty FIFO sends silence.
+
+    Speech that has waited in the FIFO longer than ``max_age_s`` is dropped when its slot comes
+    (``samples_late``).  Frame k's speech is delivered with frame k and should leave with it
+    (within one 20 ms packet); it can only get older than that when this track had to send
+    silence in its place (a late frame, a catch-up of two frames' speech at once).  Sent late, it
+    would stay late: the FIFO drains at exactly real time, so every stall added its length to the
+    delay of all later speech, and the sound drifted behind the lips over a long call (the
+    10-minute soak's "+2.65 ms/min": one early stall left it ~37 ms behind for the rest of it).
     """
 
     kind = "audio"
 
     def __init__(self, clock: MediaClock, grid: TickGrid, *, wait_s: float = 0.035,
-                 max_backlog_s: float = 0.12, quality: str = "LQ") -> None:
+                 max_backlog_s: float = 0.12, max_age_s: float = 0.05, quality: str = "LQ") -> None:
         super().__init__()
         self._clock = clock
         self._grid = grid
         self._wait_s = wait_s
         self._cap = int(max_backlog_s * AUDIO_RATE)
+        self._max_age = max_age_s
         self._fifo = np.zeros(0, np.int16)
+        self._out = 0  # samples ever taken off the FIFO's head (sent or dropped)
+        self._ages: deque[tuple[int, float]] = deque()  # (end index of a delivery, when it came)
         self._ready = asyncio.Event()
         self._upsample = Resampler(out_rate=AUDIO_RATE, quality=quality)
         self._t0: float | None = None
         self._j = 0
-        self.samples_dropped = 0
+        self.samples_dropped = 0  # over max_backlog_s
+        self.samples_late = 0  # older than max_age_s when their slot came
 
     def deliver(self, samples16k: np.ndarray) -> None:
         """Queue 16 kHz mono float32 speech (one video frame's worth at a time)."""
@@ -134,8 +147,10 @@ class DelayedAudioTrack(MediaStreamTrack):
             return
         pcm = (np.clip(up, -1.0, 1.0) * 32767.0).astype(np.int16)
         fifo = np.concatenate([self._fifo, pcm])
+        self._ages.append((self._out + fifo.size, self._clock.now()))
         if fifo.size > self._cap:
             self.samples_dropped += fifo.size - self._cap
+            self._out += fifo.size - self._cap
             fifo = fifo[-self._cap:]
         self._fifo = fifo
         if self._fifo.size >= AUDIO_CHUNK:
@@ -143,7 +158,9 @@ class DelayedAudioTrack(MediaStreamTrack):
 
     def clear(self) -> None:
         """Interrupt: forget queued speech (the resampler's filter tail too)."""
+        self._out += self._fifo.size
         self._fifo = np.zeros(0, np.int16)
+        self._ages.clear()
         self._upsample.flush()
         self._ready.clear()
 
@@ -165,13 +182,29 @@ class DelayedAudioTrack(MediaStreamTrack):
             await wait_event_until(self._clock, self._ready, slot + self._wait_s)
         if self.readyState != "live":
             raise MediaStreamError
+        self._drop_stale(self._clock.now())
         pcm = np.zeros(AUDIO_CHUNK, np.int16)
         n = min(AUDIO_CHUNK, self._fifo.size)
         pcm[:n] = self._fifo[:n]
         self._fifo = self._fifo[n:]
+        self._out += n
         frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
         frame.pts = self._j * AUDIO_CHUNK
         frame.time_base = AUDIO_TIME_BASE
         self._j += 1
         return frame
+
+    def _drop_stale(self, now: float) -> None:
+        """Drop the deliveries (or their unsent rest) that came more than ``max_age_s`` ago."""
+        ages = self._ages
+        while ages and ages[0][0] <= self._out:
+            ages.popleft()
+        stale_end = self._out
+        while ages and now - ages[0][1] > self._max_age:
+            stale_end = ages.popleft()[0]
+        n = min(stale_end - self._out, self._fifo.size)
+        if n > 0:
+            self._fifo = self._fifo[n:]
+            self._out += n
+            self.samples_late += n
