@@ -33,38 +33,20 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure, summarize_ms
+from benchmarks.latency_trials import (
+    first_after,
+    load_average,
+    pixel_trial,
+    raw_ms,
+    send_paced,
+    settled_after,
+    speech_from_onset,
+    summarize_rows,
+)
+from benchmarks.machine import RESULTS_DIR, machine_info, publish, save_figure
 
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "hello.wav"
 OPEN, CLOSED = 0.15, 0.05  # rendered mouth opening: "moving" above, "closed" below
 TARGET_FIRST_MS, TARGET_CLEAR_MS = 120.0, 100.0
-
-
-def speech_from_onset(rate: int) -> np.ndarray:
-    import soxr
-
-    from realtime.audio_io import load_audio
-
-    x = load_audio(SAMPLE)
-    on = np.flatnonzero(np.abs(x) > 0.02)
-    x = x[on[0]:on[-1]]
-    return x if rate == 16000 else soxr.resample(x, 16000, rate).astype(np.float32)
-
-
-def _first_after(times: np.ndarray, ok: np.ndarray, t0: float, until: float) -> float | None:
-    idx = np.flatnonzero((times >= t0) & (times < until) & ok)
-    return float(times[idx[0]] - t0) if idx.size else None
-
-
-def _settled_after(times: np.ndarray, ok: np.ndarray, t0: float, until: float) -> float | None:
-    """From t0, the first time from which ``ok`` holds for every sample up to ``until`` (a pause
-    between two words closes the mouth too: only closing for good counts)."""
-    inside = np.flatnonzero((times >= t0) & (times < until))
-    if inside.size == 0 or not ok[inside[-1]]:
-        return None
-    bad = inside[~ok[inside]]
-    first = inside[0] if bad.size == 0 else bad[-1] + 1
-    return float(times[first] - t0)
 
 
 async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_name: str) -> dict:
@@ -74,6 +56,7 @@ async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_na
     from export.avatar import ensure_default_avatar
     from realtime.server import K_STATE
 
+    load_before = load_average()
     engine = create_engine(engine_name)
     avatar = ensure_default_avatar()
     box = tuple(int(v) for v in avatar.mouth_boxes[0])
@@ -106,12 +89,7 @@ async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_na
         await asyncio.sleep(2.0)  # connected, first frames out, the mouth at rest
         for i in range(trials):
             await asyncio.sleep(1.2)
-            t_send = time.monotonic()
-            sent = 0
-            while sent < n_speak:
-                await ws.send_bytes(pcm[sent:sent + chunk].tobytes())
-                sent += chunk
-                await asyncio.sleep(max(0.0, t_send + sent / rate - time.monotonic()))
+            t_send = await send_paced(lambda part: ws.send_bytes(part.tobytes()), pcm[:n_speak], rate, chunk)
             t_clear = time.monotonic()
             await ws.send_str('{"type": "clear"}')
             await asyncio.sleep(0.8)
@@ -129,36 +107,28 @@ async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_na
     rows = []
     for m in marks:
         t_send, t_clear = m["t_send"], m["t_clear"]
-        rest = vd[(vt > t_send - 0.6) & (vt < t_send)]
-        talk = vd[(vt > t_send + 0.3) & (vt < t_clear)]
-        rest_lvl = float(np.median(rest)) if rest.size else 0.0
-        span = max(float(np.percentile(talk, 90)) - rest_lvl, 1e-3) if talk.size else 1e-3
-        moving = vd > rest_lvl + 0.3 * span
-        at_rest = vd < rest_lvl + 0.15 * span
+        moving_client, closed_client = pixel_trial(vt, vd, t_send, t_clear)
         started = [e for t, e in events if e["type"] == "speech_started" and t_send <= t < t_clear + 0.5]
         interrupted = [t for t, e in events if e["type"] == "interrupted" and t >= t_clear]
         rows.append({
-            "first_moving_server_s": _first_after(ft, fo > OPEN, t_send, t_clear),
-            "first_moving_client_s": _first_after(vt, moving, t_send, t_clear),
+            "first_moving_server_s": first_after(ft, fo > OPEN, t_send, t_clear),
+            "first_moving_client_s": moving_client,
             "speech_started_s": started[0]["latency_s"] if started else None,
-            "closed_server_s": _settled_after(ft, fo < CLOSED, t_clear, t_clear + 0.8),
-            "closed_client_s": _settled_after(vt, at_rest, t_clear, t_clear + 0.8),
+            "closed_server_s": settled_after(ft, fo < CLOSED, t_clear, t_clear + 0.8),
+            "closed_client_s": closed_client,
             "interrupted_event_s": interrupted[0] - t_clear if interrupted else None,
         })
 
-    def summary(key: str) -> dict | None:
-        vals = [r[key] for r in rows if r[key] is not None]
-        return {**summarize_ms(vals), "missing": len(rows) - len(vals)} if vals else None
-
     result = {
         "benchmark": "stream_api", "machine": machine_info(), "engine": engine.name,
+        "load_average": {"before": load_before, "after": load_average()},
         "model": {"name": engine.manifest.name, "lookahead_s": engine.manifest.lookahead_s},
         "settings": {"trials": trials, "rate": rate, "chunk_ms": chunk_ms, "speak_s": speak_s,
                      "open_threshold": OPEN, "closed_threshold": CLOSED,
                      "transport": "aiohttp WebSocket + aiortc client on 127.0.0.1, same process"},
         "targets_ms": {"first_moving_frame": TARGET_FIRST_MS, "interrupt_to_closed": TARGET_CLEAR_MS},
-        **{k: summary(k) for k in rows[0]},
-        "trials_raw": [{k: (round(v * 1000, 1) if v is not None else None) for k, v in r.items()} for r in rows],
+        **summarize_rows(rows),
+        "trials_raw": raw_ms(rows),
     }
     fm, cl = result["first_moving_server_s"], result["closed_server_s"]
     result["meets_targets"] = {
@@ -179,13 +149,17 @@ LABELS = {
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{'measure':<72}{'p50 ms':>8}{'p99 ms':>8}{'min':>7}{'n':>4}")
+    print(f"\n{'measure':<72}{'p50 ms':>8}{'p95 ms':>8}{'min':>7}{'n':>4}")
     for key, label in LABELS.items():
         s = r.get(key)
         if s:
-            print(f"{label:<72}{s['p50_ms']:>8.1f}{s['p99_ms']:>8.1f}{s['min_ms']:>7.1f}{s['n']:>4}")
+            print(f"{label:<72}{s['p50_ms']:>8.1f}{s['p95_ms']:>8.1f}{s['min_ms']:>7.1f}{s['n']:>4}")
         else:
             print(f"{label:<72}{'-':>8}")
+    load = r.get("load_average") or {}
+    if load:
+        print(f"load average (1 min) before/after: {load['before']['1min']} / {load['after']['1min']} "
+              f"on {load['before']['cores']} cores (other jobs share them)")
     t = r["targets_ms"]
     print(f"targets (server side, p50): first moving frame <= {t['first_moving_frame']:.0f} ms: "
           f"{'met' if r['meets_targets']['first_moving_frame'] else 'NOT met'}; interrupt -> closed <= "
