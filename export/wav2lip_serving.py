@@ -7,6 +7,7 @@ serving contract every lipstream engine runs — ``(mel, rows, gate, *feature ta
 params)``, the cached skip features gathered by row inside the graph — so ONNX Runtime, the torch
 engine (CUDA graphs) and TensorRT serve it unchanged and batch it across sessions, and writes the
 manifest that tells the server the model's convention (lookahead, face size, BGR, mask, padding).
+The contract itself (module, ONNX export, parity check) is ``export.serving_graph``, shared with G4G.
 
 Inside the serving graph: a window whose voice gate is 0 is replaced by silence (the VAD closes
 the mouth, as with the built-in model), and the face comes out in RGB (Wav2Lip works in BGR).
@@ -22,41 +23,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from engines.manifest import ModelManifest, sha256_file
-from engines.mel import SILENCE_VALUE, MelConvention
+from engines.mel import MelConvention
 from engines.windows import WINDOW
+from export.serving_graph import PARAMS, check_serving_parity, export_serving_graphs, \
+    serving_module, serving_shapes
 
 log = logging.getLogger(__name__)
 
 __all__ = ["export_for_serving", "load_serving_generator", "SOURCES"]
 
 SOURCES = ("wav2lip", "wav2lip-livetalking")
-SERVING_FILES = {"fp32": "generator.onnx", "fp16": "generator_fp16.onnx"}
 TORCH_WEIGHTS = "generator.pt"
-PARAMS = ("voice",)
 
 
 def _serving_module(step, kind: str):  # noqa: ANN001, ANN202 - torch modules
-    import torch
-    from torch import nn
-
-    class ServingGenerator(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.step = step
-            self.kind = kind
-
-        def forward(self, mel: torch.Tensor, rows: torch.Tensor, gate: torch.Tensor,
-                    *tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            voiced = (gate > 0.5).to(mel.dtype).view(-1, 1, 1, 1)
-            mel = mel * voiced + (1.0 - voiced) * SILENCE_VALUE
-            skips = [t.index_select(0, rows) for t in tables]
-            face_bgr = self.step(mel, *skips)
-            return face_bgr.flip(1), gate.view(-1, 1)
-
-    return ServingGenerator().eval()
+    """The Wav2Lip step in the serving contract; its face comes out BGR, the contract's is RGB."""
+    return serving_module(step, kind, flip_channels=True)
 
 
 def load_serving_generator(weights: Path):  # noqa: ANN201 - the torch engine's builder (manifest.torch)
@@ -70,49 +53,6 @@ def load_serving_generator(weights: Path):  # noqa: ANN201 - the torch engine's 
     gen = Wav2LipGenerator(blob["kind"])
     gen.load_state_dict(blob["state_dict"], strict=True)
     return _serving_module(Wav2LipStep(fold_batchnorm(gen.eval())), blob["kind"])
-
-
-def _export_serving_graphs(module, spec, out_dir: Path, fp16: bool) -> dict[str, str]:  # noqa: ANN001
-    import onnx
-    import torch
-
-
-    names = spec.skip_names
-    b, n_rows = 2, 3
-    args = (torch.zeros(b, 1, 80, WINDOW), torch.tensor([0, 2]), torch.ones(b),
-            *(torch.rand(n_rows, *shape) for shape in spec.skip_shapes))
-    dyn = {"mel": {0: "batch"}, "rows": {0: "batch"}, "gate": {0: "batch"}, "crops": {0: "batch"},
-           "params": {0: "batch"}, **{k: {0: "avatar_rows"} for k in names}}
-    path = out_dir / SERVING_FILES["fp32"]
-    with torch.no_grad():
-        torch.onnx.export(module, args, str(path), opset_version=17, dynamo=False,
-                          input_names=["mel", "rows", "gate", *names], output_names=["crops", "params"],
-                          dynamic_axes=dyn, do_constant_folding=True)
-    onnx.checker.check_model(str(path))
-    log.info("wrote %s (ops: %s)", path, _op_counts(path))
-    files = {"fp32": SERVING_FILES["fp32"]}
-    if fp16:  # the module itself in half precision: weights, tables, mel and gate in FP16
-        import copy
-
-        half = copy.deepcopy(module).half()
-        path16 = out_dir / SERVING_FILES["fp16"]
-        args16 = tuple(a.half() if a.is_floating_point() else a for a in args)
-        with torch.no_grad():
-            torch.onnx.export(half, args16, str(path16), opset_version=17, dynamo=False,
-                              input_names=["mel", "rows", "gate", *names], output_names=["crops", "params"],
-                              dynamic_axes=dyn, do_constant_folding=True)
-        onnx.checker.check_model(str(path16))
-        files["fp16"] = SERVING_FILES["fp16"]
-    return files
-
-
-def _op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    ops: dict[str, int] = {}
-    for node in onnx.load(str(path)).graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return ops
 
 
 def export_for_serving(ckpt: Path | str, out_dir: Path | str, source: str = "wav2lip", *,
@@ -132,11 +72,12 @@ def export_for_serving(ckpt: Path | str, out_dir: Path | str, source: str = "wav
     gen = load_generator(ckpt, variant=source)
     spec = variant(source)
     module = _serving_module(Wav2LipStep(fold_batchnorm(gen)), source)
-    files = _export_serving_graphs(module, spec, out_dir, fp16)
+    files = export_serving_graphs(module, spec.skip_names, spec.skip_shapes, out_dir, fp16)
     torch.save({"kind": source, "state_dict": gen.state_dict()}, str(out_dir / TORCH_WEIGHTS))
     prepare_files = {p: conv["graphs"][p]["prepare"]["file"] for p in files}
     prepare_sha = sha256_file(out_dir / prepare_files["fp32"])
     s = spec.face_size
+    inputs, outputs = serving_shapes(spec.skip_names, spec.skip_shapes, s)
     manifest = ModelManifest(
         name=f"{source}-{prepare_sha[:8]}", version="1", onnx=files,
         onnx_sha256={p: sha256_file(out_dir / f) for p, f in files.items()}, opset=17, fps=25.0,
@@ -145,9 +86,7 @@ def export_for_serving(ckpt: Path | str, out_dir: Path | str, source: str = "wav
         # avatar features depend on these very weights: an avatar prepared for another checkpoint
         # (or the built-in model) is refused
         features_version=int(prepare_sha[:7], 16),
-        inputs={"mel": ["batch", 1, 80, WINDOW], "rows": ["batch"], "gate": ["batch"],
-                **{k: ["avatar_rows", *shape] for k, shape in zip(spec.skip_names, spec.skip_shapes)}},
-        outputs={"crops": ["batch", 3, s, s], "params": ["batch", 1]},
+        inputs=inputs, outputs=outputs,
         torch={"builder": "export.wav2lip_serving:load_serving_generator", "weights": TORCH_WEIGHTS,
                "sha256": sha256_file(out_dir / TORCH_WEIGHTS)},
         kind=source, prepare=prepare_files, face=_face_convention(conv, s),
@@ -155,7 +94,7 @@ def export_for_serving(ckpt: Path | str, out_dir: Path | str, source: str = "wav
     )
     manifest.save(out_dir)
     if check:
-        _check_serving_parity(module, out_dir, manifest, spec)
+        check_serving_parity(module, out_dir, spec.skip_names, spec.skip_shapes)
     return manifest
 
 
@@ -167,27 +106,6 @@ def _face_convention(conv: dict, size: int) -> dict:
             "mask": {"zero_rows_from": int(face["mask"]["zero_rows_from"])},
             "input": "[lower half zeroed face, reference face] stacked on channels (6, S, S)",
             "output": "face crop, RGB in [0, 1] after the serving graph's flip"}
-
-
-def _check_serving_parity(module, out_dir: Path, manifest: ModelManifest, spec) -> None:  # noqa: ANN001
-    import torch
-
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
-
-    rng = np.random.default_rng(0)
-    feats = {k: rng.random((2, *shape), dtype=np.float32) for k, shape in zip(spec.skip_names, spec.skip_shapes)}
-    mel = rng.uniform(-4, 2, (2, 1, 80, WINDOW)).astype(np.float32)
-    rows, gate = np.array([1, 0]), np.array([1.0, 0.0], np.float32)
-    with torch.no_grad():
-        ref = module(torch.from_numpy(mel), torch.from_numpy(rows), torch.from_numpy(gate),
-                     *(torch.from_numpy(feats[k]) for k in spec.skip_names))[0].numpy()
-    eng = OnnxRuntimeEngine(out_dir)
-    eng.add_avatar("parity", feats)
-    got = eng.run(mel, eng.avatar_rows("parity")[rows], gate).crops
-    diff = float(np.abs(got - ref).max())
-    if diff > 1e-3:
-        raise RuntimeError(f"the serving graph in ONNX Runtime differs from torch by {diff:.2e}")
-    log.info("serving graph: ONNX Runtime vs torch max abs diff %.2e", diff)
 
 
 def run(args: argparse.Namespace) -> int:
