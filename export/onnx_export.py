@@ -168,11 +168,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --from {args.source} needs the checkpoint file: lipstream export --from {args.source} "
                   "CKPT --out DIR", file=sys.stderr)
             return 2
+        if args.source == "g4g":
+            from export.g4g.serving import run as run_g4g
+
+            return run_g4g(args)
         from export.wav2lip_serving import run as run_wav2lip
 
         return run_wav2lip(args)
     if args.checkpoint is not None:
-        print("error: a checkpoint is converted with --from wav2lip|wav2lip-livetalking", file=sys.stderr)
+        print("error: a checkpoint is converted with --from wav2lip|wav2lip-livetalking|g4g", file=sys.stderr)
         return 2
     args.out = args.out or DEFAULT_MODEL_DIR
     if args.model != "default":

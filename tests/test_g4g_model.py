@@ -112,9 +112,9 @@ def test_deformation_starts_as_the_identity() -> None:
     with torch.no_grad():
         feats = model.prepare(src, refs, prior)
         raw = model.deform(model.ea(mel), feats["vis_vec"].flatten(1))
-        warped = model.warp(feats["ref"], deform.affine_matrices(raw))
+        warped = model.warp(feats["reference"], deform.affine_matrices(raw))
     assert raw.shape == (3, C, 4) and raw.abs().max() == 0
-    torch.testing.assert_close(warped, feats["ref"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(warped, feats["reference"], atol=1e-5, rtol=0)
 
 
 def test_deformation_moves_each_channel_by_its_own_parameters() -> None:

@@ -51,7 +51,7 @@ class G4G(nn.Module):
     """G4G generator; see the module docstring for the data flow and docs/g4g.md for shapes."""
 
     # avatar features (prepare outputs = step inputs), in the serving graph's table order
-    FEATURE_KEYS: tuple[str, ...] = ("ref", "src", "visual", "vis_vec", "source")
+    FEATURE_KEYS: tuple[str, ...] = ("reference", "src", "visual", "vis_vec", "source")
 
     def __init__(self, cfg: G4GConfig | None = None) -> None:
         super().__init__()
@@ -74,7 +74,7 @@ class G4G(nn.Module):
     def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Per-frame (C, H, W) of every avatar feature, in FEATURE_KEYS order."""
         c, d, s = self.cfg.channels, self.cfg.audio_dim, self.cfg.size
-        return {"ref": (reference_widths(self.cfg)[1], s // 4, s // 4),
+        return {"reference": (reference_widths(self.cfg)[1], s // 4, s // 4),
                 "src": (source_widths(self.cfg)[1], s // 4, s // 4),
                 "visual": (c, s // 8, s // 8), "vis_vec": (d, 1, 1), "source": (3, s, s)}
 
@@ -85,14 +85,14 @@ class G4G(nn.Module):
         _, ref4, ref8 = self.er(refs)
         landmark8 = self.es(prior)[2]
         visual, vis_vec = self.intra(src8, ref8, landmark8)
-        return {"ref": ref4, "src": src4, "visual": visual, "vis_vec": vis_vec[:, :, None, None],
+        return {"reference": ref4, "src": src4, "visual": visual, "vis_vec": vis_vec[:, :, None, None],
                 "source": source_masked}
 
-    def _step_parts(self, mel: torch.Tensor, ref: torch.Tensor, src: torch.Tensor, visual: torch.Tensor,
+    def _step_parts(self, mel: torch.Tensor, reference: torch.Tensor, src: torch.Tensor, visual: torch.Tensor,
                     vis_vec: torch.Tensor, source: torch.Tensor) -> dict[str, torch.Tensor | list]:
         audio = self.ea(mel)
         raw = self.deform(audio, vis_vec.flatten(1))
-        deformed = self.warp(ref, affine_matrices(raw))
+        deformed = self.warp(reference, affine_matrices(raw))
         masks, face_mask = self.masks(mel.shape[0])
         decoded = self.decoder(deformed, src, visual, masks)
         composite = face_mask * decoded + (1.0 - face_mask) * source
@@ -100,10 +100,10 @@ class G4G(nn.Module):
         return {"face": face, "decoded": decoded, "composite": composite, "face_mask": face_mask,
                 "deform_masks": masks, "audio": audio, "deform_params": raw}
 
-    def step(self, mel: torch.Tensor, ref: torch.Tensor, src: torch.Tensor, visual: torch.Tensor,
+    def step(self, mel: torch.Tensor, reference: torch.Tensor, src: torch.Tensor, visual: torch.Tensor,
              vis_vec: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """One live frame: mel (B,1,80,16) + cached features -> the face (B,3,S,S), RGB [0,1]."""
-        return self._step_parts(mel, ref, src, visual, vis_vec, source)["face"]
+        return self._step_parts(mel, reference, src, visual, vis_vec, source)["face"]
 
     def forward(self, source_masked: torch.Tensor, refs: torch.Tensor, prior: torch.Tensor,
                 mel: torch.Tensor) -> G4GOutput:
