@@ -6,7 +6,8 @@
    ``aiortc.rtcrtpreceiver`` looks up to a factory that caps an *audio* buffer's prefetch at
    ``AUDIO_PREFETCH`` (1 = release a frame when the next one starts, ~20 ms).  The video buffer
    is built unchanged.  Cost: less reordering tolerance on audio, which on a LAN or loopback is
-   none worth 60 ms.
+   none worth 60 ms.  A *lost* audio packet is given up on as soon as the frame behind it is
+   complete (aiortc waits for 16 later packets and then stays ~300 ms behind: see ``_skip_gap``).
 2. **Damped video bitrate.**  aiortc rebuilds its VP8/H.264 encoder (a keyframe) whenever the
    target bitrate moves by more than 10 %, and REMB feedback ramps it in small steps: a keyframe
    storm.  :func:`install` rebinds ``aiortc.rtcrtpsender.get_encoder`` so video senders get
@@ -28,7 +29,7 @@ from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs import get_encoder as _aiortc_get_encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 
 __all__ = ["AUDIO_PREFETCH", "BitrateDamper", "DampedH264Encoder", "DampedVp8Encoder",
            "ENCODE_OBSERVERS", "JITTER_OBSERVERS", "install", "installed", "uninstall", "live_audio_buffers",
@@ -107,12 +108,15 @@ class _TimedJitterBuffer(JitterBuffer):
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
         self.prefetch_frames = prefetch  # what this buffer waits for before releasing the first frame
         self._arrived: dict[int, float] = {}  # RTP timestamp -> arrival of its first packet
+        self.gaps_skipped = 0  # missing packets given up on (lost, or reordered past their slot)
         _LIVE_BUFFERS.add(self)
 
     def add(self, packet):  # noqa: ANN001, ANN201 - aiortc's signature
         now = time.monotonic()
         self._arrived.setdefault(packet.timestamp, now)
         pli, frame = super().add(packet)
+        if frame is None:
+            frame = self._skip_gap(packet.sequence_number)
         if frame is not None:
             t = self._arrived.pop(frame.timestamp, None)
             if t is not None:
@@ -122,6 +126,45 @@ class _TimedJitterBuffer(JitterBuffer):
                 for ts in sorted(self._arrived, key=self._arrived.__getitem__)[:-16]:
                     del self._arrived[ts]
         return pli, frame
+
+
+    def _skip_gap(self, sequence_number: int):  # noqa: ANN202 - aiortc's JitterFrame or None
+        """A lost packet never holds up the audio around it.
+
+        aiortc's buffer waits for a missing packet until 16 later ones have arrived (320 ms of
+        audio) and then releases one frame per arriving packet, so after the first loss every
+        later frame stayed ~300 ms late: the session's mic timeline then saw the speech as late,
+        filled silence in its place and discarded it (at 5 % loss the mouth never moved;
+        tests/test_network_faults.py).  Here an audio frame (one RTP packet in aiortc) before a
+        gap is complete as soon as any later packet has come, and a gap at the head is skipped
+        once the frame behind it is complete: a frame leaves when the next packet that arrives
+        does, loss or not.  A packet reordered by more than one place comes after its slot and
+        is dropped.
+        """
+        n, o = self._capacity, self._origin
+        if o is None:
+            return None
+        head = self._packets[o % n]
+        if head is None:  # a gap at the head: skip it once a complete frame waits behind it
+            for i in range(1, n - 1):
+                first, nxt = self._packets[(o + i) % n], self._packets[(o + i + 1) % n]
+                if first is None:
+                    continue
+                if nxt is None or nxt.timestamp == first.timestamp:
+                    return None
+                self.remove(i)
+                self.gaps_skipped += i
+                return self._remove_frame(sequence_number)
+            return None
+        run = 1  # the head frame's packets, up to the gap that keeps aiortc from releasing it
+        while run < n and (p := self._packets[(o + run) % n]) is not None and p.timestamp == head.timestamp:
+            run += 1
+        if run >= n - 1 or not any(self._packets[(o + j) % n] is not None for j in range(run + 1, n)):
+            return None
+        frame = JitterFrame(data=b"".join(self._packets[(o + j) % n]._data for j in range(run)),
+                            timestamp=head.timestamp)
+        self.remove(run)
+        return frame
 
 
 def _low_latency_jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:

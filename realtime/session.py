@@ -33,6 +33,21 @@ log = logging.getLogger(__name__)
 __all__ = ["Session", "SpeechQueueFull", "VideoSink", "AudioSink"]
 
 
+_RTP_WRAP = 2 ** 32
+
+
+def lost_samples(expected: int | None, frame) -> int:  # noqa: ANN001 - av.AudioFrame
+    """Samples missing before ``frame`` given the pts the next frame should have had: a gap in
+    the RTP timestamps is packets lost on the way (aiortc's jitter buffer skips them).  A jump
+    back (reordered, duplicated) or over half a second (the peer paused its mic: the mic source
+    re-anchors) counts as none."""
+    if expected is None or frame.pts is None:
+        return 0
+    gap = (frame.pts - expected) % _RTP_WRAP
+    samples = int(round(float(gap * frame.time_base) * frame.sample_rate)) if frame.time_base else gap
+    return samples if 0 < samples <= frame.sample_rate // 2 else 0
+
+
 class VideoSink(Protocol):
     frames_sent: int
     frames_repeated: int
@@ -77,6 +92,7 @@ class Session:
         self.on_closed: Callable[[Session], None] | None = None
         self.on_heard: Callable[[], None] | None = None  # mic audio was pushed (the frame loop may render)
         self.mic_heard_at: float | None = None  # clock time the mic last delivered audio (realtime/reaper.py)
+        self.mic_lost_s = 0.0  # mic audio lost on the way (gaps in its RTP timestamps), filled with silence
         self.max_catchup = 2  # video frames of speech sent at once after a skip
         self.closed = False
         self._mic_task: asyncio.Task | None = None
@@ -140,9 +156,15 @@ class Session:
         from realtime.audio_io import Resampler
 
         resampler = Resampler()
+        expected: int | None = None  # the next frame's pts (RTP timestamp) if none is lost
         try:
             while True:
                 frame = await track.recv()
+                lost = lost_samples(expected, frame)
+                if lost:  # silence in place of lost packets, so what follows stays on time
+                    self.mic_lost_s += lost / frame.sample_rate
+                    self.on_mic_audio(resampler.push(np.zeros(lost, np.int16), frame.sample_rate))
+                expected = None if frame.pts is None else (frame.pts + frame.samples) % _RTP_WRAP
                 self.on_mic_audio(resampler.push_frame(frame))
         except MediaStreamError:
             log.debug("session %s: mic ended", self.id)
@@ -174,6 +196,7 @@ class Session:
             "frames_rendered": self.stats.frames_rendered, "frames_skipped": self.stats.frames_skipped,
             "timeline_s": self.timeline.fed / rate, "queued_s": self.source.queued_s,
             "mic_s": src.mic_samples / rate, "silence_filled_s": src.silence_filled / rate,
+            "mic_lost_s": round(self.mic_lost_s, 3),
             "audio_backlog_s": self.audio.backlog_s,
             "openings": [round(v, 4) for v in self.stats.openings],
         }

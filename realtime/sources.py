@@ -5,8 +5,10 @@ every tick so no timeline falls behind the clock, whatever its source does.
 
 - :class:`MicSource` (video-call mode): audio pushed as it arrives.  If it is late or lost the
   tick fills silence in its place (the clock never stalls) and remembers the *debt*: the same
-  amount of late audio is discarded when it finally arrives, so the timeline never drifts
-  behind real time.  The debt only accrues while the mic is flowing, and is capped.
+  amount of late audio is discarded when it finally arrives (as far as it would put the
+  timeline ahead of real time), so the timeline never drifts behind real time.  The debt only
+  accrues while the mic is flowing, and is capped.  Packets known to be lost (a gap in the RTP
+  timestamps) are filled with silence by the session as soon as the next packet comes.
 - :class:`PresenterSource` (no mic): queued speech consumed in real time, ``lead`` seconds ahead
   of the clock (the model's lookahead plus a margin), silence when the queue is empty.  *Marks*
   label boundaries in the queued speech (a streamed segment's first and last sample); each is
@@ -67,7 +69,12 @@ class MicSource:
         self._last = now
         self.stats.mic_samples += samples16k.size
         if self._debt:
-            n = min(self._debt, samples16k.size)
+            # repay only with audio that would put the timeline ahead of real time: late audio that
+            # never comes (lost) must not make the next packets count as late too, or the silence
+            # filled for one loss is repaid with speech, which falls behind again, and so on: at 5 %
+            # loss every packet was discarded and the timeline was all silence
+            ahead = timeline.fed + samples16k.size - timeline.due(now)
+            n = min(self._debt, samples16k.size, max(0, ahead))
             self._debt -= n
             self.stats.late_discarded += n
             samples16k = samples16k[n:]
