@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_command(sub)
     _add_serve_command(sub)
     _add_kiosk_command(sub)
+    _add_train_commands(sub)
     return parser
 
 
@@ -183,6 +184,23 @@ def _add_kiosk_command(sub: argparse._SubParsersAction) -> None:
     _add_avatar_args(p)
     _add_model_args(p)
 
+def _add_train_commands(sub: argparse._SubParsersAction) -> None:
+    from export.g4g.train_args import add_train_arguments, add_train_sync_arguments  # torch-free
+
+    p = sub.add_parser("train", help="train the G4G generator on a folder of talking videos (needs the [export] extra)",
+                       description="Train the G4G generator (arXiv 2402.18122) on your talking videos: prepare and "
+                                   "cache face crops, landmark priors and mel windows, split by speaker, optimise the "
+                                   "paper's losses, validate against copying a reference frame, write resumable "
+                                   "OUT/checkpoint.pt, OUT/log.jsonl and OUT/samples/*.png. Then `lipstream export "
+                                   "--from g4g OUT/checkpoint.pt --out MODEL_DIR` (docs/g4g-training.md).")
+    add_train_arguments(p)
+    p = sub.add_parser("train-sync", help="train the G4G lip-sync expert used by `train --sync` (needs [export])",
+                       description="Train a SyncNet-style lip-sync expert on the same talking videos (five mouth "
+                                   "crops + the mel window, in-sync vs shifted pairs); `lipstream train --sync "
+                                   "OUT/checkpoint.pt` uses it for the sync loss and score (docs/g4g-training.md).")
+    add_train_sync_arguments(p)
+
+
 def _avatars_dir(arg: Path | None) -> Path:
     from engines.avatar import default_avatars_dir
 
@@ -220,6 +238,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _missing_extra("export needs torch and onnx", exc, "pip install torch==2.13.0 'lipstream[export]'")
     return run(args)
+
+
+def _train_command(args: argparse.Namespace, sync: bool) -> int:
+    """`lipstream train` / `train-sync`: torch is imported here, and a bad input exits 2 with the fix."""
+    try:
+        if sync:
+            from export.g4g.train_sync import run_sync as run
+        else:
+            from export.g4g.train import run_train as run
+    except ImportError as exc:
+        return _missing_extra("training needs torch", exc, "pip install torch==2.13.0 'lipstream[export]'")
+    from export.g4g.data import DataError
+    from realtime.progress import ProgressLine
+
+    if args.steps < 1 or args.batch < 1 or args.val_every < 1:
+        print("error: --steps, --batch and --val-every must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        kwargs = {"progress": ProgressLine("preparing data", "clips")} if sync else \
+            {"data_progress": ProgressLine("preparing data", "clips"), "step_progress": ProgressLine("training", "steps")}
+        figures = run(args, **kwargs)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out / 'checkpoint.pt'} at step {figures['step']}: "
+          + ", ".join(f"{k} {v:.4g}" for k, v in figures.items() if k != "step" and isinstance(v, float)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train_command(args, sync=False)
+
+
+def cmd_train_sync(args: argparse.Namespace) -> int:
+    return _train_command(args, sync=True)
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -280,7 +333,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
 
 COMMANDS = {"render": cmd_render, "prepare": cmd_prepare, "export": cmd_export,
             "build-engine": cmd_build_engine, "serve": cmd_serve,
-            "kiosk": cmd_kiosk}
+            "kiosk": cmd_kiosk, "train": cmd_train, "train-sync": cmd_train_sync}
 
 
 def main(argv: list[str] | None = None) -> int:

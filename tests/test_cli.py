@@ -66,6 +66,8 @@ _CORE_OPTIONS = {
     "serve": {"--host", "--port", "--max-sessions", "--codec", "--avatar", "--model", "--engine", "--stun",
               "--render-when"},
     "kiosk": {"--input", "--output", "--list-devices"},
+    "train": {"data_dir", "--out", "--config", "--steps", "--sync", "--vgg19", "--resume", "--cache", "--device"},
+    "train-sync": {"data_dir", "--out", "--config", "--steps", "--resume", "--cache", "--device"},
 }
 
 
