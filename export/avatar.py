@@ -225,17 +225,25 @@ def _avatar_manifest(name: str, source: Path, kind: str, frames: np.ndarray, fps
 def _prepare_for_generator(source: Path, name: str, avatars_dir: Path, frames: np.ndarray, lms: np.ndarray,
                            kind: str, fps: float, model: ModelManifest, model_dir: Path,
                            progress: Progress | None) -> Path:
-    """An image generator's avatar: its face boxes and mask, and its prepare graph's features."""
-    from export.face_features import face_blend_mask, face_boxes, face_inputs, run_prepare
+    """An image generator's avatar: its face boxes and mask, and its prepare graph's features
+    (Wav2Lip family: the 6-channel face input; G4G: masked source, references, landmark prior)."""
+    from export.face_features import face_blend_mask, face_boxes, face_inputs, g4g_inputs, run_prepare, \
+        run_prepare_batches
 
     hw = frames.shape[1:3]
     size = int(model.face["size"])
     try:
-        boxes = face_boxes(lms, hw, list(model.face.get("pads", [0, 10, 0, 0])),
-                           smooth=lambda b, sigma: _gaussian_smooth(b, sigma))
+        if model.kind == "g4g":  # its own crop convention: the one it was trained on
+            boxes, feeds = g4g_inputs(frames, lms, model.face)
+        else:
+            boxes = face_boxes(lms, hw, list(model.face.get("pads", [0, 10, 0, 0])),
+                               smooth=lambda b, sigma: _gaussian_smooth(b, sigma))
     except ValueError as exc:
         raise AvatarError(f"{source}: {exc}; use a larger portrait") from exc
-    features = run_prepare(model_dir, model, face_inputs(frames, boxes, model.face), progress=progress)
+    if model.kind == "g4g":
+        features = run_prepare_batches(model_dir, model, len(frames), feeds, progress=progress)
+    else:
+        features = run_prepare(model_dir, model, face_inputs(frames, boxes, model.face), progress=progress)
     manifest = _avatar_manifest(name, source, kind, frames, fps, size, model.features_version, model.feature_keys,
                                 model=model.name, model_kind=model.kind)
     dest = Path(avatars_dir) / name

@@ -1,10 +1,14 @@
-"""Avatar preparation for an image generator (Wav2Lip family): face boxes, crops, its prepare graph.
+"""Avatar preparation for an image generator (Wav2Lip family, G4G): face boxes, crops, its prepare graph.
 
 Per avatar frame, once: the face box (face-mesh bounds plus the generator's own padding, smoothed
 over time for a video), the face cut out at the generator's size in its colour order and scale,
 the 6-channel [lower half zeroed, reference] input, and the outputs of the model's ``prepare``
 graph (every skip level of the face encoder), which become the avatar's cached features.  The
 server then runs only the step (audio encoder + decoder) per live frame.
+
+G4G (``kind="g4g"``) cuts its faces with its own training code (``export.g4g.faces``: square
+face-mesh crop, lower half zeroed, the landmark prior, reference frames spread over the avatar),
+so an avatar frame reaches the prepare graph exactly as a training frame did.
 
 Torch-free: ONNX Runtime runs the prepare graph, so the serving install can prepare avatars.
 """
@@ -22,7 +26,9 @@ from engines.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["face_boxes", "face_inputs", "face_blend_mask", "run_prepare"]
+__all__ = ["face_boxes", "face_inputs", "face_blend_mask", "run_prepare", "run_prepare_batches", "g4g_inputs"]
+
+BatchInputs = Callable[[int, int], dict[str, np.ndarray]]  # (start, stop) -> prepare-graph feeds
 
 
 def face_boxes(landmarks: np.ndarray, frame_hw: tuple[int, int], pads: list[int],
@@ -73,6 +79,28 @@ def face_blend_mask(size: int) -> np.ndarray:
     return m
 
 
+def g4g_inputs(frames: np.ndarray, landmarks: np.ndarray, face: dict) -> tuple[np.ndarray, BatchInputs]:
+    """G4G's crop boxes (F, 4) and a function giving the prepare graph's feeds for frames
+    [start, stop): ``source_masked`` (lower half zeroed), ``refs`` (the avatar's ``n_refs``
+    reference crops stacked on channels, the same for every frame) and ``prior`` (the frame's
+    landmark prior).  Built per batch: a long avatar's inputs would not fit in memory at once."""
+    from export.g4g import faces
+
+    size, n_refs = int(face["size"]), int(face["n_refs"])
+    mask_from = float(face.get("mask_from", 0.5))
+    boxes = faces.crop_boxes(landmarks, frames.shape[1:3])
+    crops = faces.crop_faces(frames, boxes, size)
+    crop_lms = faces.crop_landmarks(landmarks, boxes, size)
+    refs = crops[faces.pick_references(len(frames), n_refs)].reshape(1, 3 * n_refs, size, size)
+
+    def feeds(start: int, stop: int) -> dict[str, np.ndarray]:
+        return {"source_masked": faces.mask_lower(crops[start:stop], mask_from),
+                "refs": np.ascontiguousarray(np.repeat(refs, stop - start, 0)),
+                "prior": faces.landmark_prior(crop_lms[start:stop], size)}
+
+    return boxes, feeds
+
+
 def run_prepare(model_dir: Path, manifest: ModelManifest, inputs: np.ndarray, batch: int = 8,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """The model's prepare graph over (F, 6, S, S) inputs -> {feature key: (F, C, H, W) float32}."""
@@ -81,17 +109,34 @@ def run_prepare(model_dir: Path, manifest: ModelManifest, inputs: np.ndarray, ba
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(manifest.prepare_path(model_dir)), opts, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
+    name = sess.get_inputs()[0].name
+    return run_prepare_batches(model_dir, manifest, len(inputs), lambda a, b: {name: inputs[a:b]}, batch, progress,
+                               session=sess)
+
+
+def run_prepare_batches(model_dir: Path, manifest: ModelManifest, n_frames: int, inputs: BatchInputs,
+                        batch: int = 8, progress: Callable[[int, int], None] | None = None,
+                        session: object | None = None) -> dict[str, np.ndarray]:
+    """The model's prepare graph over ``n_frames`` frames whose feeds ``inputs(start, stop)`` makes
+    -> {feature key: (F, C, H, W) float32}."""
+    import onnxruntime as ort
+
+    sess = session
+    if sess is None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(manifest.prepare_path(model_dir)), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
     missing = [k for k in manifest.feature_keys if k not in out_names]
     if missing:
         raise ValueError(f"{manifest.prepare_path(model_dir)} has no outputs {missing} (has {out_names}); "
                          "re-export the model")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in manifest.feature_keys}
-    for start in range(0, len(inputs), batch):
-        outs = sess.run(list(manifest.feature_keys), {in_name: inputs[start:start + batch]})
+    for start in range(0, n_frames, batch):
+        stop = min(start + batch, n_frames)
+        outs = sess.run(list(manifest.feature_keys), inputs(start, stop))
         for k, v in zip(manifest.feature_keys, outs):
             parts[k].append(np.asarray(v, np.float32))
         if progress is not None:
-            progress(min(start + batch, len(inputs)), len(inputs))
+            progress(stop, n_frames)
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -59,7 +59,8 @@ def _read(path: Path) -> dict:
     try:
         ck = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not this format"
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        text = str(exc).strip()
+        first = text.splitlines()[0].split(". ")[0][:160] if text else exc.__class__.__name__
         raise CheckpointError(f"{path} cannot be read as a weights-only torch checkpoint (truncated, or not a "
                               f"torch file: {first}); expected {EXPECTED}") from None
     if not isinstance(ck, dict):
