@@ -13,7 +13,9 @@ Measured per trial, from the moment the first audio chunk / the clear was sent:
   (the rendered mouth parameter) is above ``OPEN`` — what the sender's audio produced, before
   encode and network; client side: the first *decoded* frame whose dark mouth-pixel share rises
   above its rest level (adds VP8 encode, RTP on loopback and aiortc's receiver, which releases a
-  frame only when the next one starts arriving: about one frame interval);
+  frame only when the next one starts arriving: about one frame interval; ``--release-on-marker``
+  gives the client ``realtime/video_receiver.py``'s buffer, which releases it at its last packet,
+  as browsers and lipstream's own remote agent backend do);
 * ``speech_started``: the event's own latency (first sample in -> its frame handed to the tracks);
 * **interrupt -> mouth closed**, server side: the first frame handed to the tracks after the clear
   from which the opening stays below ``CLOSED`` (for the 0.8 s watched); client side: the decoded
@@ -49,7 +51,8 @@ OPEN, CLOSED = 0.15, 0.05  # rendered mouth opening: "moving" above, "closed" be
 TARGET_FIRST_MS, TARGET_CLEAR_MS = 120.0, 100.0
 
 
-async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_name: str) -> dict:
+async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_name: str,
+              release_on_marker: bool = False) -> dict:
     from benchmarks.bench_server_latency import dark_share
     from benchmarks.webrtc_client import connect, serving
     from engines.factory import create_engine
@@ -68,6 +71,10 @@ async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_na
     marks: list[dict] = []
     async with serving(engine) as (base, app), aiohttp.ClientSession() as http:
         client = await connect(base, http, mouth_box=box, video_stat=dark_share)
+        if release_on_marker:  # before the first RTP packet: connect() returns with the answer set
+            from realtime.video_receiver import release_frames_on_marker
+
+            release_frames_on_marker(client.pc)
         session = app[K_STATE].sessions[client.session_id]
         on_frame = session.on_frame
 
@@ -125,7 +132,8 @@ async def run(trials: int, rate: int, chunk_ms: float, speak_s: float, engine_na
         "model": {"name": engine.manifest.name, "lookahead_s": engine.manifest.lookahead_s},
         "settings": {"trials": trials, "rate": rate, "chunk_ms": chunk_ms, "speak_s": speak_s,
                      "open_threshold": OPEN, "closed_threshold": CLOSED,
-                     "transport": "aiohttp WebSocket + aiortc client on 127.0.0.1, same process"},
+                     "transport": "aiohttp WebSocket + aiortc client on 127.0.0.1, same process",
+                     "client_jitter_buffer": "MarkerJitterBuffer" if release_on_marker else "aiortc's"},
         "targets_ms": {"first_moving_frame": TARGET_FIRST_MS, "interrupt_to_closed": TARGET_CLEAR_MS},
         **summarize_rows(rows),
         "trials_raw": raw_ms(rows),
@@ -191,10 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-ms", type=float, default=40.0, help="audio per WebSocket message (default: 40)")
     p.add_argument("--speak-s", type=float, default=1.5, help="speech streamed before the clear (default: 1.5)")
     p.add_argument("--engine", default="auto")
+    p.add_argument("--release-on-marker", action="store_true",
+                   help="the client releases each video frame at its marker packet (realtime/video_receiver.py), "
+                        "not when the next frame starts arriving (aiortc's default: +1 frame)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "stream_api.json")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
-    result = asyncio.run(run(args.trials, args.rate, args.chunk_ms, args.speak_s, args.engine))
+    result = asyncio.run(run(args.trials, args.rate, args.chunk_ms, args.speak_s, args.engine,
+                             args.release_on_marker))
     publish(result, args.json, args.plot, print_table, plot)
     return 0
 

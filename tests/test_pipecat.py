@@ -158,11 +158,16 @@ def test_remote_mode_streams_video_audio_and_interrupts(remote: dict) -> None:
     assert len(images) > 100 and images[0].size == (512, 512)
     audio = [f for f in down[:at["stop_a"]] if isinstance(f, TTSAudioRawFrame)]
     assert audio and audio[0].sample_rate == 48000
-    # the whole first segment came back over WebRTC before its TTSStoppedFrame (measured: 4.60 of
-    # 4.63 s).  Before the remote mode paced its own sending, the TTS's burst overfilled the
-    # server's 3 s buffer before the backpressure event got back, and the last ~1.6 s was dropped.
-    assert sum(a.num_frames for a in audio) / 48000 > 0.9 * remote["speech_s"]
-    assert not [e for e in remote["events"] if e["type"] == "error"], remote["events"]  # nothing dropped
+    # The server played the whole first segment and dropped nothing.  Before the remote mode paced
+    # its own sending, the TTS's burst overfilled the server's 3 s buffer before the backpressure
+    # event got back, and the segment's last ~1.6 s was dropped (played_s 3.04 of 4.63).
+    ended = next(e for e in remote["events"] if e["type"] == "speech_ended")
+    assert ended["played_s"] > 0.98 * remote["speech_s"], ended
+    assert not [e for e in remote["events"] if e["type"] == "error"], remote["events"]
+    # ... and came back over WebRTC before its TTSStoppedFrame: 4.60 s of 4.63 on an idle machine;
+    # at load average 11 on 2 cores loopback lost packets (the server and client share one starved
+    # event loop) and 3.6-4.0 s came back
+    assert sum(a.num_frames for a in audio) / 48000 > 0.7 * remote["speech_s"]
     kinds = [e["type"] for e in remote["events"] if e["type"] in ("speech_started", "speech_ended", "interrupted")]
     assert kinds == ["speech_started", "speech_ended", "speech_started", "interrupted"], kinds
     after = down[at["interrupt"] + 1:]

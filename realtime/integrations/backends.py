@@ -12,8 +12,9 @@ for each video frame, the :class:`AvatarAudio` that goes with it first, then the
   instead of WebRTC tracks.  Speech goes in through a :class:`~realtime.stream_api.SpeechStream`
   (the WebSocket's logic without the socket); the audio that comes out with each frame is the
   sender's own audio at its own rate (``SpeechStream(on_audio=...)``), not the 16 kHz timeline.
-- :class:`RemoteAvatar`: a lipstream server.  A presenter session over WebRTC (aiortc, receive
-  only) for the video and the returned speech, and the streaming WebSocket for speech in.
+- :class:`~realtime.integrations.remote.RemoteAvatar` (``remote.py``): a lipstream server.  A
+  presenter session over WebRTC (aiortc, receive only) for the video and the returned speech, and
+  the streaming WebSocket for speech in.
 
 Framework-free: the Pipecat and LiveKit adapters (``pipecat.py``, ``livekit.py``) sit on these.
 """
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AvatarBackend", "AvatarVideo", "AvatarAudio", "AvatarEvent", "InProcessAvatar", "RemoteAvatar"]
+__all__ = ["AvatarBackend", "AvatarVideo", "AvatarAudio", "AvatarEvent", "InProcessAvatar"]
 
 
 @dataclass
@@ -70,7 +71,7 @@ class AvatarBackend(Protocol):
     async def stop(self) -> None: ...
 
 
-def _discard_media(queue: asyncio.Queue) -> None:
+def discard_media(queue: asyncio.Queue) -> None:
     """Drop the frames and audio waiting in ``queue`` (made before an interrupt); keep events."""
     keep = []
     while not queue.empty():
@@ -81,7 +82,7 @@ def _discard_media(queue: asyncio.Queue) -> None:
         queue.put_nowait(item)
 
 
-class _Pacing:
+class Pacing:
     """Back-pressure from the speech stream's events: ``push`` waits while the buffer is full."""
 
     def __init__(self) -> None:
@@ -93,38 +94,6 @@ class _Pacing:
             self.ready.clear()
         elif event["type"] in ("resume", "interrupted", "closed"):
             self.ready.set()
-
-
-class _SendWindow:
-    """The sender's own estimate of the server's unplayed speech (a bucket draining at real time),
-    so that a TTS which delivers a segment faster than real time never overfills the bounded
-    buffer.  The server's ``backpressure`` event alone comes one WebSocket round trip late: by
-    then a burst has gone out whole and the server dropped what did not fit (a 4.6 s segment sent
-    at once lost its last 1.6 s to a 3 s buffer).  ``MARGIN_S`` covers the playout's start delay."""
-
-    MARGIN_S = 0.5
-
-    def __init__(self, max_buffer_s: float) -> None:
-        self.max_buffer_s = max_buffer_s
-        self.queued_s = 0.0
-        self._at = 0.0
-
-    def _drain(self, now: float) -> None:
-        self.queued_s = max(0.0, self.queued_s - (now - self._at))
-        self._at = now
-
-    def wait_s(self, seconds: float, now: float) -> float:
-        """How long to wait before ``seconds`` more speech fits."""
-        self._drain(now)
-        room = max(self.max_buffer_s - self.MARGIN_S, seconds)  # a chunk bigger than the window still goes
-        return max(0.0, self.queued_s + seconds - room)
-
-    def sent(self, seconds: float, now: float) -> None:
-        self._drain(now)
-        self.queued_s += seconds
-
-    def reset(self) -> None:
-        self.queued_s = 0.0
 
 
 class InProcessAvatar:
@@ -143,7 +112,7 @@ class InProcessAvatar:
         self._avatar_arg = avatar
         self._idle_motion = idle_motion
         self._max_buffer_s = max_buffer_s
-        self._pacing = _Pacing()
+        self._pacing = Pacing()
         self.engine: Engine | None = None
         self.avatar: Avatar | None = None
         self.loop = None  # FrameLoop
@@ -236,7 +205,7 @@ class InProcessAvatar:
     async def clear(self) -> None:
         self._pacing.ready.set()
         self.stream.clear()
-        _discard_media(self.output)
+        discard_media(self.output)
 
     async def stop(self) -> None:
         if self.loop is None:
@@ -265,149 +234,3 @@ class _NullSinks:
 
     def stop(self) -> None:
         pass
-
-
-class RemoteAvatar:
-    """A lipstream server: a receive-only WebRTC presenter session plus the speech WebSocket.
-
-    ``base_url``: e.g. ``http://127.0.0.1:8080``; ``rate``: the WebSocket's PCM rate (16000, 24000
-    or 48000; other input rates are resampled to it here); ``token``: the server's ``--token``.  The audio that comes out is the
-    server's returned speech track (48 kHz), ``speech`` True between ``speech_started`` and a
-    short tail after ``speech_ended`` / ``interrupted``.
-    """
-
-    TAIL_S = 0.15  # returned audio still counted as speech after the segment's end event
-
-    def __init__(self, base_url: str, *, rate: int = 24000, avatar: str | None = None,
-                 token: str | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.rate = rate
-        self.avatar = avatar
-        self.output: asyncio.Queue = asyncio.Queue()
-        self.session_id: str | None = None
-        self._pacing = _Pacing()
-        self._window = _SendWindow(3.0)  # the server's default; its 'session' event says the real one
-        self._http = None
-        self._pc = None
-        self._ws = None
-        self._tasks: list[asyncio.Task] = []
-        self._resampler = None
-        self._speaking = False
-        self._quiet_from = 0.0  # clock time the speech flag drops, after an end event
-
-    async def start(self) -> None:
-        import aiohttp
-        from aiortc import RTCPeerConnection, RTCSessionDescription
-
-        from realtime.audio_io import Resampler
-        from realtime.ice import peer_configuration
-
-        self._resampler = Resampler(out_rate=self.rate)
-        self._http = aiohttp.ClientSession(headers=self._headers)  # --token servers: on every request
-        pc = self._pc = RTCPeerConnection(configuration=peer_configuration())
-        pc.addTransceiver("audio", direction="recvonly")
-        pc.addTransceiver("video", direction="recvonly")
-
-        @pc.on("track")
-        def on_track(track) -> None:  # noqa: ANN001
-            self._tasks.append(asyncio.ensure_future(self._consume(track)))
-
-        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers its candidates here
-        body = {"sdp": pc.localDescription.sdp, "type": "offer"}
-        if self.avatar:
-            body["avatar"] = self.avatar
-        async with self._http.post(f"{self.base_url}/offer", json=body) as r:
-            answer = await r.json()
-            if r.status != 200:
-                await self.stop()
-                raise RuntimeError(f"lipstream server refused the offer: {r.status} {answer.get('error')}")
-        self.session_id = answer["session_id"]
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-        self._ws = await self._http.ws_connect(
-            f"{self.base_url}/api/sessions/{self.session_id}/stream?rate={self.rate}")
-        self._tasks.append(asyncio.ensure_future(self._read_events()))
-
-    async def _consume(self, track) -> None:  # noqa: ANN001
-        from aiortc.mediastreams import MediaStreamError
-
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                frame = await track.recv()
-                if track.kind == "video":
-                    self.output.put_nowait(AvatarVideo(frame.to_ndarray(format="rgb24")))
-                else:
-                    pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(np.int16)
-                    speech = self._speaking or loop.time() < self._quiet_from
-                    self.output.put_nowait(AvatarAudio(pcm, frame.sample_rate, speech))
-        except MediaStreamError:
-            pass
-
-    async def _read_events(self) -> None:
-        import aiohttp
-
-        loop = asyncio.get_running_loop()
-        async for msg in self._ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            event = msg.json()
-            kind = event.get("type")
-            if kind == "session":
-                self._window.max_buffer_s = float(event.get("max_buffer_s", self._window.max_buffer_s))
-            elif kind == "speech_started":
-                self._speaking = True
-            elif kind in ("speech_ended", "interrupted", "closed"):
-                self._speaking = False
-                self._quiet_from = loop.time() + (self.TAIL_S if kind == "speech_ended" else 0.0)
-            self._pacing.on_event(event)
-            self.output.put_nowait(AvatarEvent(event))
-
-    async def push(self, pcm: np.ndarray, rate: int) -> None:
-        """Send speech; waits while the server's buffer would overflow (our own estimate, and the
-        server's ``backpressure`` until ``resume``)."""
-        if rate != self.rate:
-            pcm = (np.clip(self._resampler.push(pcm, rate), -1, 1) * 32767).astype(np.int16)
-        if not pcm.size:
-            return
-        loop = asyncio.get_running_loop()
-        seconds = pcm.size / self.rate
-        while (wait := self._window.wait_s(seconds, loop.time())) > 0:
-            await asyncio.sleep(wait)
-        await self._pacing.ready.wait()
-        self._window.sent(seconds, loop.time())
-        await self._ws.send_bytes(np.asarray(pcm, "<i2").tobytes())
-
-    async def flush(self) -> None:
-        if self._resampler is not None:
-            tail = self._resampler.flush()
-            if tail.size:
-                await self._ws.send_bytes((np.clip(tail, -1, 1) * 32767).astype("<i2").tobytes())
-        await self._ws.send_str('{"type": "flush"}')
-
-    async def clear(self) -> None:
-        self._pacing.ready.set()
-        self._window.reset()
-        self._speaking, self._quiet_from = False, 0.0
-        _discard_media(self.output)
-        await self._ws.send_str('{"type": "clear"}')
-
-    async def stop(self) -> None:
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
-        if self._http is not None and self.session_id is not None:
-            try:
-                async with self._http.delete(f"{self.base_url}/api/sessions/{self.session_id}"):
-                    pass
-            except Exception as exc:  # the server may be gone already
-                log.debug("closing the remote session: %r", exc)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._pc is not None:
-            await self._pc.close()
-            self._pc = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None

@@ -45,8 +45,8 @@ from realtime.integrations.backends import (
     AvatarEvent,
     AvatarVideo,
     InProcessAvatar,
-    RemoteAvatar,
 )
+from realtime.integrations.remote import RemoteAvatar
 
 __all__ = ["LipstreamVideoGenerator"]
 

@@ -20,7 +20,7 @@ holds ``{"frame", "opening"}`` (in-process mode).
 Two modes, one class: ``LipstreamVideoService()`` runs the engine in the pipeline's process
 (:class:`~realtime.integrations.backends.InProcessAvatar`: the server's frame step on its own
 25 fps loop, paced by real time); ``LipstreamVideoService(url="http://host:8080")`` drives a
-lipstream server (:class:`~realtime.integrations.backends.RemoteAvatar`: WebRTC for the video and
+lipstream server (:class:`~realtime.integrations.remote.RemoteAvatar`: WebRTC for the video and
 returned speech, the streaming WebSocket for speech in).  Needs ``pipecat-ai`` (the ``pipecat``
 extra; docs/integrations.md says how to install it beside lipstream).
 """
@@ -56,8 +56,8 @@ from realtime.integrations.backends import (
     AvatarEvent,
     AvatarVideo,
     InProcessAvatar,
-    RemoteAvatar,
 )
+from realtime.integrations.remote import RemoteAvatar
 
 log = logging.getLogger(__name__)
 
