@@ -85,3 +85,165 @@ def test_pick_references():
     assert spread.min() > 0 and spread.max() < 74 and (np.diff(spread) > 10).all()
     assert faces.pick_references(1, 5).tolist() == [0] * 5  # a still image
     assert len(faces.pick_references(3, 5, rng, exclude=0)) == 5  # too few: repeats allowed
+
+
+# --- data preparation, losses, the sync expert, training (torch) ---------------------------------
+
+torch = pytest.importorskip("torch", reason="G4G training needs torch (the [export] extra)")
+
+from export.g4g import data as gdata  # noqa: E402
+from export.g4g import losses as L  # noqa: E402
+from export.g4g.config import preset  # noqa: E402
+
+TINY = preset("tiny")
+SMOKE_STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """The four GRID clips prepared once for every test here (a second call must hit the cache)."""
+    d = tmp_path_factory.mktemp("g4g-cache")
+    calls = []
+    clips = gdata.prepare_dataset(GRID, TINY.size, d, progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (4, 4)
+    return d, clips
+
+
+def test_data_preparation_and_cache(cache, tmp_path):
+    d, clips = cache
+    assert len(clips) == 4 and {c.speaker for c in clips} == {"brbk7n", "lbax4n", "lrwp9a", "sbia1a"}
+    c = clips[0]
+    assert c.faces.shape == (75, 3, 64, 64) and c.faces.dtype == np.uint8
+    assert c.prior.shape == (75, 3, 64, 64) and c.windows.shape == (75, 1, 80, 16)
+    assert c.windows.min() >= -4 and c.windows.max() <= 4 and c.windows.std() > 0.5
+    lips = c.crop_lms[:, list(UPPER_OUTER + LOWER_OUTER), 1]
+    assert lips.min() > TINY.mask_row  # the mouth lies entirely in the masked lower half
+    files = sorted(d.glob("*.npz"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = gdata.prepare_dataset(GRID, TINY.size, d)
+    assert [f.stat().st_mtime_ns for f in sorted(d.glob("*.npz"))] == stamps  # re-used, not rewritten
+    np.testing.assert_array_equal(again[0].faces, c.faces)
+    train, val, how = gdata.split_by_speaker(clips)
+    assert [clips[i].speaker for i, _, _ in val] == ["sbia1a"] and len(train) == 3 and "speaker" in how
+    one = [gdata.ClipData(x.name, "same", x.faces, x.prior, x.windows, x.crop_lms, x.wav) for x in clips[:2]]
+    tr, va, how = gdata.split_by_speaker(one)  # one speaker: a time split, never overlapping
+    assert all(t[2] <= v[1] - gdata.WINDOW for t, v in zip(tr, va)) and "time split" in how
+    ds = gdata.G4GDataset(clips, val, TINY.n_refs, TINY.mask_from, random_refs=False)
+    item = ds[3]
+    assert item["source"].shape == (5, 3, 64, 64) and item["refs"].shape == (5, 15, 64, 64)
+    assert (item["source"][:, :, 32:] == 0).all() and item["target"][:, :, 32:].any()
+    np.testing.assert_array_equal(ds[3]["refs"], item["refs"])  # validation references are fixed
+    assert gdata.speaker_of(tmp_path / "anna" / "x.mp4", tmp_path) == "anna"
+    assert gdata.speaker_of(tmp_path / "bob_take2.mp4", tmp_path) == "bob"
+
+
+def test_unusable_videos_are_clear_errors(tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(gdata.DataError, match="cannot read .*broken.mp4"):
+        gdata.prepare_dataset(tmp_path, 64, tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(gdata.DataError, match="no videos"):
+        gdata.prepare_dataset(tmp_path / "empty", 64, tmp_path / "c2")
+    frames = np.full((8, 120, 160, 3), 128, np.uint8)  # a grey video: no face
+    with pytest.raises(gdata.DataError, match="face was found in only 0 of 8"):
+        gdata.detect_faces(frames, Path("grey.mp4"))
+
+
+def _grad_ok(loss, params) -> bool:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_each_loss_has_a_shape_and_a_gradient():
+    from export.g4g.model import G4G
+    from export.g4g.syncnet import SyncExpert
+
+    torch.manual_seed(0)
+    model = G4G(TINY)
+    a = torch.rand(10, 3, 64, 64, requires_grad=True)
+    b = torch.rand(10, 3, 64, 64)
+    assert L.Perceptual(None).kind == "ssim-2scale"
+    for loss in (L.Perceptual(None)(a, b), L.attribute_loss(model, a, b),
+                 L.masked_l1(a, a * 0.5, b, [torch.rand(10, 1, s, s) for s in (16, 32, 64)])):
+        assert loss.ndim == 0 and loss.item() > 0 and _grad_ok(loss, [a])
+    assert L.Perceptual(None)(b, b).item() == pytest.approx(0, abs=1e-5)
+    df, dw = L.FrameDiscriminator(16), L.WindowDiscriminator(16)
+    assert df(a).shape == (10, 1, 4, 4) and dw(a.view(2, 5, 3, 64, 64)).shape == (2, 1, 4, 4)
+    g = L.lsgan_g(df(a)) + L.lsgan_g(dw(a.view(2, 5, 3, 64, 64)))
+    assert _grad_ok(g, [a]) and _grad_ok(L.lsgan_d(df(b), df(a.detach())), list(df.parameters()))
+    expert = SyncExpert(64).eval().requires_grad_(False)
+    s = L.sync_loss(expert, a.view(2, 5, 3, 64, 64), torch.rand(2, 1, 80, 16) * 8 - 4)
+    assert s.ndim == 0 and _grad_ok(s, [a])
+
+
+def test_vgg19_perceptual_reads_a_torchvision_state_dict(tmp_path):
+    net = L.vgg19_features()
+    state = {f"features.{k}": v for k, v in net.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(1)  # the classifier is ignored
+    torch.save(state, tmp_path / "vgg19.pth")
+    per = L.Perceptual(tmp_path / "vgg19.pth")
+    a, b = torch.rand(2, 3, 64, 64, requires_grad=True), torch.rand(2, 3, 64, 64)
+    loss = per(a, b)
+    assert per.kind == "vgg19" and loss.item() > 0 and _grad_ok(loss, [a])
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+        L.Perceptual(tmp_path / "bad.pth")
+
+
+def _args(parser_fn, *argv: str):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    parser_fn(p)
+    return p.parse_args([str(a) for a in argv])
+
+
+def test_sync_expert_trains_and_resumes(cache, tmp_path):
+    from export.g4g.syncnet import load_expert
+    from export.g4g.train_args import add_train_sync_arguments
+    from export.g4g.train_sync import run_sync
+
+    d, _ = cache
+    base = (GRID, "--out", tmp_path / "sync", "--config", "tiny", "--cache", d, "--batch", 8, "--val-every", 10,
+            "--threads", 1)
+    first = run_sync(_args(add_train_sync_arguments, *base, "--steps", 10))
+    assert first["step"] == 10 and 0.0 <= first["val_acc"] <= 1.0
+    with pytest.raises(ValueError, match="--resume"):
+        run_sync(_args(add_train_sync_arguments, *base, "--steps", 20))
+    assert run_sync(_args(add_train_sync_arguments, *base, "--steps", 20, "--resume"))["step"] == 20
+    expert = load_expert(tmp_path / "sync" / "checkpoint.pt")
+    p = expert.sync_probability(torch.rand(3, 5, 3, 64, 64), torch.rand(3, 1, 80, 16))
+    assert p.shape == (3,) and not expert.training
+    steps = [r["step"] for r in _log(tmp_path / "sync") if "loss" in r]
+    assert steps == sorted(steps) and steps[-1] == 20
+
+
+def _log(run: Path) -> list[dict]:
+    from export.g4g.checkpoints import read_log
+
+    return read_log(run)
+
+
+def test_training_resumes_where_it_stopped(cache, tmp_path):
+    from export.g4g.train import run_train
+    from export.g4g.train_args import add_train_arguments
+
+    d, _ = cache
+    base = (GRID, "--out", tmp_path / "run", "--config", "tiny", "--cache", d, "--batch", 1, "--val-every", 5,
+            "--threads", 1)
+    assert run_train(_args(add_train_arguments, *base, "--steps", 5))["step"] == 5
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ck["format"] == "lipstream-g4g" and ck["version"] == 1 and ck["step"] == 5
+    assert ck["config"] == TINY.to_dict() and ck["train_info"]["lookahead_s"] == gdata.LOOKAHEAD_S
+    assert {"generator", "d_frame", "d_window", "opt_g", "opt_d"} <= set(ck)
+    with pytest.raises(ValueError, match="--resume"):
+        run_train(_args(add_train_arguments, *base, "--steps", 10))
+    out = run_train(_args(add_train_arguments, *base, "--steps", 10, "--resume"))
+    ck2 = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert out["step"] == 10 and ck2["step"] == 10
+    assert int(ck2["opt_g"]["state"][0]["step"]) == 10  # Adam's own count continued too
+    changed = [k for k in ck["generator"] if not torch.equal(ck["generator"][k], ck2["generator"][k])]
+    assert changed  # the resumed steps trained the same weights further
+    assert [r["step"] for r in _log(tmp_path / "run") if "val_l1" in r] == [0, 5, 10]
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.png")) == ["step_000005.png",
+                                                                                   "step_000010.png"]

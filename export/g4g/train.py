@@ -161,6 +161,13 @@ def _checkpoint(state: State, cfg: G4GConfig, info: dict) -> dict:
             "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(), "train_info": info}
 
 
+def _sample_grid(vb: dict[str, torch.Tensor], face: torch.Tensor, path: Path, k: int = 6) -> None:
+    """Rows: masked source, first reference, landmark prior, ground truth, output (k validation frames)."""
+    k = min(k, len(face))
+    save_grid([_flat(vb["source"])[:k], _flat(vb["refs"])[:k, :3], _flat(vb["prior"])[:k],
+               _flat(vb["target"])[:k], face[:k]], path)
+
+
 def _setup(args: argparse.Namespace, data_progress: Progress | None):  # noqa: ANN202 - internal tuple
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,9 +199,10 @@ def run_train(args: argparse.Namespace, data_progress: Progress | None = None,
     vb = _tensors(validation_batch(val_ds), device)
     rng = np.random.default_rng(args.seed + state.step)
     jlog, t0, figures = JsonLog(run), time.perf_counter(), {}
-    sample_every = args.sample_every or args.val_every
     (run / "samples").mkdir(parents=True, exist_ok=True)
-    start = state.step
+    start, recent = state.step, []
+    if state.step == 0:  # the untrained model's figures: what training has to improve on
+        jlog.write(**{"step": 0, **validate(state.model, vb)[0]})
     while state.step < args.steps:
         b = _tensors(train_ds.batch(rng.integers(len(train_ds), size=args.batch)), device)
         gan_on = state.step >= args.gan_start
@@ -204,8 +212,9 @@ def run_train(args: argparse.Namespace, data_progress: Progress | None = None,
         state.opt_g.step()
         d_loss = discriminator_step(state, b["target"], fake5) if gan_on else None
         state.step += 1
+        recent = (recent + [total.item()])[-10:]
         if state.step % 10 == 0 or state.step == args.steps:
-            jlog.write(step=state.step, loss=total.item(), d_loss=d_loss, **terms)
+            jlog.write(step=state.step, loss=total.item(), loss_avg10=float(np.mean(recent)), d_loss=d_loss, **terms)
         if step_progress is not None:
             step_progress(state.step - start, args.steps - start)
         last = state.step == args.steps
@@ -213,17 +222,11 @@ def run_train(args: argparse.Namespace, data_progress: Progress | None = None,
             figures, face = validate(state.model, vb)
             figures = {"step": state.step, "loss": total.item(), **figures}
             jlog.write(**figures)
-            info["last_validation"] = figures
+            info.update(step=state.step, last_validation=figures)
             save_atomic(_checkpoint(state, cfg, info), run / CHECKPOINT)
+            _sample_grid(vb, face, run / "samples" / f"step_{state.step:06d}.png")
             log.info("step %d: loss %.4f, val mouth PSNR %.2f dB (copy-reference %.2f), %.0f s", state.step,
                      total.item(), figures["val_mouth_psnr"], figures["copy_ref_mouth_psnr"], time.perf_counter() - t0)
-        if state.step % sample_every == 0 or last:
-            k = min(6, len(vb["target"]) * vb["target"].shape[1])
-            rows = [_flat(vb["source"])[:k], _flat(vb["refs"])[:k, :3], _flat(vb["prior"])[:k],
-                    _flat(vb["target"])[:k]]
-            if "face" in locals():
-                rows.append(face[:k])
-            save_grid(rows, run / "samples" / f"step_{state.step:06d}.png")
     if not figures:  # nothing left to train (resumed at --steps)
         figures = {"step": state.step, **validate(state.model, vb)[0]}
     return figures

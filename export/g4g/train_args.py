@@ -34,7 +34,8 @@ def _common(p: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> No
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto = CUDA when torch sees a GPU, else the CPU (default: auto)")
     p.add_argument("--val-every", type=int, default=100,
-                   help="validate (held-out speakers) and save a checkpoint every N steps (default: 100)")
+                   help="validate (held-out speakers), save the checkpoint and a PNG sample grid every N steps "
+                        "(default: 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: 0 = torch's choice)")
@@ -51,8 +52,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "two-scale SSIM loss stands in (no weights can be downloaded)")
     p.add_argument("--gan-start", type=int, default=0,
                    help="step from which the two LS-GAN losses (frame, 5-frame window) are on (default: 0)")
-    p.add_argument("--sample-every", type=int, default=0,
-                   help="write samples/step_N.png every N steps (default: 0 = at each validation)")
 
 
 def add_train_sync_arguments(p: argparse.ArgumentParser) -> None:
