@@ -13,7 +13,8 @@ a path whose framework is missing is skipped with its reason.  Paths:
 * ``livekit``: ``LipstreamVideoGenerator`` in-process, driven as ``AvatarRunner`` drives it
   (``push_audio`` of ``rtc.AudioFrame`` s, ``clear_buffer``, its async iterator of frames);
 * ``whip``: an aiortc WHIP publisher whose microphone plays speech bursts (Opus, 20 ms packets)
-  and an aiortc WHEP viewer of the paired avatar decoding the video (aiortc, not a browser).
+  and an aiortc WHEP viewer of the paired avatar decoding the video (aiortc, not a browser; its
+  frames released at their last packet as a browser does, ``realtime/video_receiver.py``).
 
 Each trial: the mouth at rest, 1.5 s of the bundled sample (cut to its onset) sent in 20 ms chunks
 at real time (Pipecat: ``TTSAudioRawFrame`` s at 24 kHz; LiveKit: ``rtc.AudioFrame`` s at 24 kHz;
@@ -151,8 +152,11 @@ async def _whep_viewer(http, url: str, frames: list, dark) -> tuple:  # noqa: AN
 
     from realtime.ice import peer_configuration
 
+    from realtime.video_receiver import release_frames_on_marker
+
     pc = RTCPeerConnection(configuration=peer_configuration())
     pc.addTransceiver("video", direction="recvonly")
+    release_frames_on_marker(pc)
     tasks: list[asyncio.Task] = []
 
     async def consume(track) -> None:  # noqa: ANN001
@@ -285,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     p.add_argument("--engine", default="auto")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "integrations.json")
+    p.add_argument("--update", action="store_true",
+                   help="keep the paths not measured now from an existing --json (one path per run)")
     args = p.parse_args(argv)
     paths = [x.strip() for x in args.paths.split(",") if x.strip()]
     unknown = [x for x in paths if x not in PATHS]
@@ -297,9 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in paths:
         print(f"{name}:")
         try:
-            result["paths"][name] = asyncio.run(run_path(name, args.trials, args.engine))
+            result["paths"][name] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     **asyncio.run(run_path(name, args.trials, args.engine))}
         except ImportError as exc:
             result["paths"][name] = {"skipped": f"{exc} (run from the agents environment)"}
+    if args.update and args.json.is_file():  # keep the other paths' last figures
+        import json
+
+        kept = json.loads(args.json.read_text()).get("paths", {})
+        result["paths"] = {**{k: v for k, v in kept.items() if k not in result["paths"]}, **result["paths"]}
     print_table(result)
     write_result(result, args.json)
     return 0
