@@ -20,9 +20,9 @@ An in-process server (the real app, engine and frame loop) and a real aiortc cli
   jitter_buffer and encode are timed per audio frame / per encode, the others per frame; the
   stages' p50s add up to about the end-to-end p50, not exactly.
 
-``--seconds 600`` is the soak run: it also reports the drift of the A/V skew over the run
-(least-squares slope, ms per minute) and the process RSS growth (server and client share this
-process; the client's part is small and constant).
+A long run also reports the drift of the A/V skew over the run (least-squares slope, ms per
+minute) and the process RSS growth (server and client share this process).  The soak proper,
+four sessions for an hour against a server process of its own, is ``benchmarks/bench_soak.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     lipstream bench --quick            # stages, engine, server latency, glass-to-glass,
                                        # concurrency (batched vs naive), cold start: < 10 min on 2 cores
     lipstream bench                    # the same, longer runs and N up to 16
-    lipstream bench --long             # + the 10-minute soak (A/V skew drift, RSS growth)
+    lipstream bench --long             # + the soak: one hour, four sessions (RSS, fds, threads, A/V skew drift)
+    lipstream bench --long --only soak --soak-seconds 300   # a shorter soak to try it
     lipstream bench --only glass,cold  # a subset
 
 Each part is its own script in ``benchmarks/`` (run it alone for its options) and writes
@@ -67,8 +68,11 @@ def parts(scale: float) -> list[Part]:
     ]
 
 
-SOAK = Part("soak", "benchmarks.bench_server_latency", ["--seconds", "600"], ["--seconds", "600"],
-            "one session for 10 minutes: A/V skew drift, RSS growth")
+def soak_part(seconds: float = 3600.0, sessions: int = 4) -> Part:
+    args = ["--seconds", _secs(seconds), "--sessions", str(sessions)]
+    return Part("soak", "benchmarks.bench_soak", args, args,
+                f"{sessions} sessions for {seconds / 60:g} min against a server process: RSS, fds, threads, "
+                "A/V skew drift, repeated frames")
 
 
 def run_part(part: Part, args: list[str], out: Path) -> dict[str, Any]:
@@ -114,6 +118,7 @@ def headline(out: Path) -> dict[str, Any]:
     st, sl, gl, cc, cs, sk = (load(n) for n in ("stages", "server_latency", "glass", "concurrency", "cold_start",
                                                  "soak"))
     rss = get(sk, "rss_mb")
+    fds, threads = get(sk, "fds"), get(sk, "threads")
     return {
         "render_speed_x": get(st, "render", "speed_x_realtime"),
         "engine_batch1_p50_ms": get(st, "stages", "engine_batch1", "p50_ms"),
@@ -130,7 +135,12 @@ def headline(out: Path) -> dict[str, Any]:
         "cold_start_fresh_avatar_p50_ms": get(cs, "fresh_avatar", "first_frame", "p50_ms"),
         "soak_seconds": get(sk, "settings", "seconds"),
         "soak_av_skew_drift_ms_per_min": get(sk, "av_skew", "drift_ms_per_min"),
+        "soak_sessions": get(sk, "settings", "sessions"),
         "soak_rss_growth_mb": (rss["end"] - rss["start"]) if rss else None,
+        "soak_rss_growth_pct": get(sk, "rss_mb", "growth_pct"),
+        "soak_fds_start_end": [fds["start"], fds["end"]] if fds else None,
+        "soak_threads_start_end": [threads["start"], threads["end"]] if threads else None,
+        "soak_load_average": get(sk, "load_average_1min", "mean"),
     }
 
 
@@ -160,8 +170,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"| offline render speed | {fmt(h['render_speed_x'], 'x')} real time | |",
     ]
     if h["soak_seconds"]:
-        lines.append(f"| soak, {h['soak_seconds']:.0f} s: A/V skew drift, RSS growth | "
-                     f"{fmt(h['soak_av_skew_drift_ms_per_min'], ' ms/min')}, {fmt(h['soak_rss_growth_mb'], ' MiB')} | |")
+        lines.append(f"| soak, {h['soak_seconds']:.0f} s, {h.get('soak_sessions') or 1} session(s): A/V skew drift, "
+                     f"RSS growth, fds / threads start → end | "
+                     f"{fmt(h['soak_av_skew_drift_ms_per_min'], ' ms/min')}, {fmt(h['soak_rss_growth_mb'], ' MiB')} "
+                     f"({fmt(h.get('soak_rss_growth_pct'), ' %')}), {h.get('soak_fds_start_end')} / "
+                     f"{h.get('soak_threads_start_end')} | RSS < 5 % |")
     if h["server_stages_p50_ms"]:
         lines += ["", "Server latency by stage, p50 ms: " + ", ".join(
             f"{k} {v:.1f}" for k, v in h["server_stages_p50_ms"].items())]
@@ -184,14 +197,21 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Parts: stages, engine, server_latency, glass, concurrency, cold_start (and soak with --long). "
                "Run a part alone with `python -m benchmarks.bench_<part> --help` for its options.")
     p.add_argument("--quick", action="store_true", help="short runs, N up to 8 (under 10 minutes on 2 cores)")
-    p.add_argument("--long", action="store_true", help="also the 10-minute soak (A/V skew drift, RSS growth)")
+    p.add_argument("--long", action="store_true",
+                   help="also the soak: four sessions for an hour against a server process (RSS growth, file "
+                        "descriptors, threads, A/V skew drift, repeated frames)")
+    p.add_argument("--soak-seconds", type=float, default=3600.0, help="the soak's length (default: 3600)")
+    p.add_argument("--soak-sessions", type=int, default=4, help="the soak's sessions (default: 4)")
     p.add_argument("--only", default="", help="comma list of parts to run (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"where results go (default: {RESULTS_DIR})")
     p.add_argument("--duration-scale", type=float, default=1.0,
                    help="multiply --quick durations (e.g. 0.25 for a smoke test; figures then mean little)")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
-    chosen = parts(args.duration_scale) + ([SOAK] if args.long or "soak" in names else [])
+    if args.soak_seconds <= 0 or args.soak_sessions < 1:
+        p.error("--soak-seconds must be positive and --soak-sessions at least 1")
+    soak = soak_part(args.soak_seconds, args.soak_sessions)
+    chosen = parts(args.duration_scale) + ([soak] if args.long or "soak" in names else [])
     unknown = set(names) - {pt.name for pt in chosen}
     if unknown:
         p.error(f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(pt.name for pt in chosen)}, soak")

@@ -29,11 +29,13 @@ MIC_CHUNK = MIC_RATE // 50
 
 
 class WavMicTrack(AudioStreamTrack):
-    """Plays float32 16 kHz samples as 20 ms s16 frames in real time, then silence."""
+    """Plays float32 16 kHz samples as 20 ms s16 frames in real time, then silence (``loop``: again
+    and again, for soaks that would otherwise hold an hour of samples)."""
 
-    def __init__(self, samples: np.ndarray) -> None:
+    def __init__(self, samples: np.ndarray, loop: bool = False) -> None:
         super().__init__()
         self.pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+        self.loop = loop
         self.t0: float | None = None
         self.n = 0
 
@@ -46,7 +48,10 @@ class WavMicTrack(AudioStreamTrack):
         if wait > 0:
             await asyncio.sleep(wait)
         chunk = np.zeros(MIC_CHUNK, np.int16)
-        part = self.pcm[self.n * MIC_CHUNK:(self.n + 1) * MIC_CHUNK]
+        if self.loop:
+            part = np.take(self.pcm, np.arange(self.n * MIC_CHUNK, (self.n + 1) * MIC_CHUNK), mode="wrap")
+        else:
+            part = self.pcm[self.n * MIC_CHUNK:(self.n + 1) * MIC_CHUNK]
         chunk[:part.size] = part
         frame = av.AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
         frame.sample_rate = MIC_RATE
@@ -71,6 +76,7 @@ class Client:
     audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (recv time, mono int16)
     tasks: list[asyncio.Task] = field(default_factory=list)
     keep_frames: bool = True
+    luma: bool = False  # crop the decoded Y plane instead of converting the frame to RGB (cheaper)
     # reduce what is kept per frame (long runs): the mouth crop -> one value, 16-bit PCM -> one value
     video_stat: Callable[[np.ndarray], float] | None = None
     audio_stat: Callable[[np.ndarray], float] | None = None
@@ -91,7 +97,11 @@ async def _consume(client: Client, track) -> None:  # noqa: ANN001
                 client.video_pts.append(frame.pts)
                 if client.keep_frames and client.mouth_box is not None:
                     x0, y0, x1, y1 = client.mouth_box
-                    crop = frame.to_ndarray(format="rgb24")[y0:y1, x0:x1]
+                    if client.luma:
+                        plane = frame.planes[0]
+                        crop = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[y0:y1, x0:x1]
+                    else:
+                        crop = frame.to_ndarray(format="rgb24")[y0:y1, x0:x1]
                     client.video.append((now, client.video_stat(crop) if client.video_stat else crop.copy()))
                 else:
                     client.video.append((now, np.zeros(0, np.uint8)))
@@ -105,17 +115,18 @@ async def _consume(client: Client, track) -> None:  # noqa: ANN001
 async def connect(base: str, http: aiohttp.ClientSession, *, mic: np.ndarray | None = None,
                   mouth_box: tuple[int, int, int, int] | None = None, avatar: str | None = None,
                   keep_frames: bool = True, video_stat: Callable[[np.ndarray], float] | None = None,
-                  audio_stat: Callable[[np.ndarray], float] | None = None) -> Client:
+                  audio_stat: Callable[[np.ndarray], float] | None = None, mic_loop: bool = False,
+                  luma: bool = False) -> Client:
     """Offer/answer with the server; returns once the answer is applied (media flows soon after)."""
     pc = RTCPeerConnection(configuration=peer_configuration())
-    mic_track = WavMicTrack(mic) if mic is not None else None
+    mic_track = WavMicTrack(mic, loop=mic_loop) if mic is not None else None
     if mic_track is not None:
         pc.addTrack(mic_track)
     else:
         pc.addTransceiver("audio", direction="recvonly")
     pc.addTransceiver("video", direction="recvonly")
     client = Client(pc, "", mouth_box, mic_track, keep_frames=keep_frames, video_stat=video_stat,
-                    audio_stat=audio_stat)
+                    audio_stat=audio_stat, luma=luma)
 
     @pc.on("track")
     def on_track(track) -> None:  # noqa: ANN001
