@@ -433,3 +433,36 @@ def test_a_client_that_stops_sending_is_reaped(server, box, mic, speech_16k, cap
     assert r["presenter_live"] and r["presenter"]["fps"] > 8 and r["presenter"]["max_gap_s"] < 1.0, r
     assert _metric(srv.base, "lipstream_sessions_reaped_total") == reaped0 + 1
     assert any("no audio from its microphone" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_vanished_presenter_peer_ends_by_ice_consent(server, box, monkeypatch) -> None:
+    """A presenter session is never reaped for silence; a peer of it that vanishes entirely (no
+    media, no answer to connectivity checks) is ended by ICE consent failure (RFC 7675).  aioice
+    checks every ~5 s and gives up after 6 unanswered; here every 0.3 s (the same count)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.3)
+    srv = server
+
+    async def go() -> dict:
+        http, client = await _call(srv, box, None, None)
+        sessions = srv.state.sessions
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20 and len(client.video) < 10:
+            await asyncio.sleep(0.05)
+        # the client's host goes away: its sockets neither answer nor send anything
+        connection = client.pc.getTransceivers()[0].receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            protocol.datagram_received = lambda data, addr: None
+            protocol.transport.sendto = lambda *a, **k: None
+        t_gone = time.monotonic()
+        while client.session_id in sessions and time.monotonic() - t_gone < 20:
+            await asyncio.sleep(0.05)
+        out = {"ended_after_s": time.monotonic() - t_gone, "gone": client.session_id not in sessions}
+        await _hang_up(http, client)
+        return out
+
+    r = srv.run(go(), timeout=60)
+    print(r)
+    # 6 failed checks of 0.3 s +- 20 % and 0.5 s each (+ the frame loop's and the close's time)
+    assert r["gone"] and 2.0 < r["ended_after_s"] < 12.0, r
