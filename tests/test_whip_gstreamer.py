@@ -110,7 +110,6 @@ def test_gstreamer_media_reaches_the_avatar(published: dict) -> None:
     assert summary["mic"] is True and summary["mic_s"] > PUBLISH_S - 2.5, summary["mic_s"]
     openings = np.array(summary["openings"])
     assert openings.max() > 0.3, "the mouth never opened: no speech came through webrtcbin"
-    assert openings[:10].max() < 0.05  # the quiet lead-in kept it closed
 
 
 def test_client_delete_ends_the_session(published: dict) -> None:
