@@ -93,11 +93,12 @@ def _add_prepare_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export the built-in generator, or convert your Wav2Lip checkpoint (--from), "
-                       "to ONNX + manifest; needs the [export] extra",
+    p = sub.add_parser("export", help="export the built-in generator, or convert your Wav2Lip checkpoint or a G4G "
+                       "run (--from), to ONNX + manifest; needs the [export] extra",
                        description="Export the built-in audio net + renderer as one ONNX graph (opset 17, "
-                                   "dynamic batch), or convert a Wav2Lip-family checkpoint you own with --from "
-                                   "(docs/engines.md); check it against torch and write a model artifact.")
+                                   "dynamic batch), or convert a Wav2Lip-family checkpoint you own or a G4G run "
+                                   "trained by `lipstream train` with --from (docs/engines.md, docs/g4g.md); "
+                                   "check it against torch and write a model artifact.")
     from export.export_args import add_export_arguments  # torch-free
 
     add_export_arguments(p)
