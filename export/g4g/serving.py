@@ -182,6 +182,7 @@ def export_g4g(ckpt: Path | str, out_dir: Path | str, *, fp16: bool = False, che
     import torch
 
     gen, info = load_checkpoint(ckpt)
+    info = json.loads(json.dumps(info, default=str))  # the manifest is JSON: paths, numpy scalars -> text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prepare = export_prepare(gen, out_dir)
