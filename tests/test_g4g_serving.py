@@ -97,6 +97,20 @@ def test_export_writes_a_valid_g4g_model(g4g) -> None:
     assert m.convention.lookahead_s == m.lookahead_s  # the server can serve its audio
 
 
+def test_the_grid_sample_check_refuses_a_nearest_node(g4g, tmp_path) -> None:
+    """What the export asserts can fail: a GridSample turned to 'nearest' is refused by name."""
+    import onnx
+
+    from export.serving_graph import check_grid_samples
+
+    graph = onnx.load(str(g4g["manifest"].onnx_path(g4g["dir"])))
+    node = next(n for n in graph.graph.node if n.op_type == "GridSample")
+    next(a for a in node.attribute if a.name == "mode").s = b"nearest"
+    onnx.save(graph, str(tmp_path / "bad.onnx"))
+    with pytest.raises(RuntimeError, match="nearest"):
+        check_grid_samples(tmp_path / "bad.onnx")
+
+
 def test_avatar_features_are_the_prepare_of_its_face(g4g) -> None:
     avatar, m = g4g["avatar"], g4g["manifest"]
     assert avatar.features_version == m.features_version and avatar.crop_size == 64
