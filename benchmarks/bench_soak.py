@@ -55,8 +55,11 @@ def _server_sample(proc: psutil.Process) -> dict:
         return {"rss_mb": proc.memory_info().rss / 2**20, "fds": proc.num_fds(), "threads": proc.num_threads()}
 
 
-async def _session_sample(http: aiohttp.ClientSession, base: str, sid: str) -> dict:
+async def _session_sample(http: aiohttp.ClientSession, base: str, sid: str) -> dict | None:
+    """The server's account of one session; None once it has ended."""
     async with http.get(f"{base}/api/sessions/{sid}") as r:
+        if r.status != 200:
+            return None
         d = await r.json()
     return {"backlog_ms": 1000 * d["audio_backlog_s"], "sent": d["frames_sent"], "repeated": d["frames_repeated"]}
 
@@ -99,16 +102,32 @@ async def run(seconds: float, sessions: int, sample_every: float, warmup: float)
     async with server_process("--max-sessions", str(max(8, sessions)), log_dir=log_dir) as server, \
             aiohttp.ClientSession() as http:
         proc = psutil.Process(server.pid)
-        clients = [await connect(server.base, http, mic=mic, mic_loop=True, mouth_box=box, video_stat=dark_share_y,
-                                 audio_stat=pcm_rms, luma=True) for _ in range(sessions)]
+        def call():  # noqa: ANN202
+            return connect(server.base, http, mic=mic, mic_loop=True, mouth_box=box, video_stat=dark_share_y,
+                           audio_stat=pcm_rms, luma=True)
+
+        clients = [await call() for _ in range(sessions)]
         t_begin = time.monotonic()
         samples: list[dict] = []
+        ended: list[dict] = []  # sessions the server ended during the run (each replaced by a new call)
+        retired = []
         metrics0 = None
         progress = ProgressLine("soak", unit="s")
         while (now := time.monotonic()) - t_begin < seconds:
             per_session = await asyncio.gather(*(_session_sample(http, server.base, c.session_id) for c in clients))
+            for i, c in enumerate(clients):
+                if per_session[i] is None:  # ended (e.g. ICE consent expired on a starved machine): replace it
+                    ended.append({"t": round(now - t_begin, 1), "session": c.session_id,
+                                  "client_state": c.pc.connectionState})
+                    await c.close()
+                    if c not in retired:
+                        retired.append(c)
+                    try:
+                        clients[i] = await call()
+                    except Exception as exc:  # noqa: BLE001 - try again at the next sample
+                        ended[-1]["replaced"] = f"failed: {exc.__class__.__name__}: {exc}"
             samples.append({"t": round(now - t_begin, 1), **_server_sample(proc), "load": os.getloadavg(),
-                            "sessions": per_session})
+                            "sessions": [x for x in per_session if x is not None]})
             if metrics0 is None and now - t_begin >= warmup:
                 async with http.get(f"{server.base}/metrics") as r:
                     metrics0 = parse_metrics(await r.text())
@@ -121,9 +140,16 @@ async def run(seconds: float, sessions: int, sample_every: float, warmup: float)
         live = [c.pc.connectionState for c in clients]
         for c in clients:
             await c.close()
-        log_tail = server.log_tail(4000)
-    return _result(seconds, sessions, sample_every, warmup, samples, end, metrics0 or {}, metrics1, clients,
-                   t_begin, live, log_tail)
+        log_text = server.log_path.read_text(errors="replace")
+    result = _result(seconds, sessions, sample_every, warmup, samples, end, metrics0 or {}, metrics1,
+                     retired + clients, t_begin, live, log_text[-4000:])
+    result["sessions_ended"] = ended
+    result["server_log_counts"] = {k: log_text.count(k) for k in (
+        "Consent to send expired", "no audio from its microphone", "abandoned its worker thread", "Traceback")}
+    result["engine_errors"] = {k: m1 - (metrics0 or {}).get(key, 0) for k, key, m1 in (
+        (kind, f'lipstream_engine_errors_total{{kind="{kind}"}}', metrics1.get(f'lipstream_engine_errors_total{{kind="{kind}"}}', 0))
+        for kind in ("raised", "hung"))}
+    return result
 
 
 def _result(seconds, sessions, sample_every, warmup, samples, end, m0, m1, clients, t_begin, live,  # noqa: ANN001, PLR0913
@@ -136,7 +162,7 @@ def _result(seconds, sessions, sample_every, warmup, samples, end, m0, m1, clien
     repeated = m1.get("lipstream_frames_dropped_total", 0) - m0.get("lipstream_frames_dropped_total", 0)
     backlog = [(s["t"], np.median([x["backlog_ms"] for x in s["sessions"]]) / 1000) for s in samples]
     fps = []
-    for c in clients:
+    for c in clients[-sessions:]:  # the calls live at the end
         times = np.array([t for t, _ in c.video if t - t_begin >= warmup])
         fps.append((times.size - 1) / (times[-1] - times[0]) if times.size > 1 else 0.0)
     return {
@@ -209,6 +235,9 @@ def print_table(r: dict) -> None:
     print(f"received fps {r['received_fps']}; repeated {r['frames_repeated']:.0f} of {r['frames_sent']:.0f} slots "
           f"({r['repeated_pct']} %); load average {r['load_average_1min']}; connected at the end: "
           f"{r['connected_at_end']}")
+    if r.get("sessions_ended"):
+        print(f"sessions the server ended (each replaced): {len(r['sessions_ended'])}; server log: "
+              f"{r.get('server_log_counts')}; engine errors {r.get('engine_errors')}")
 
 
 def main(argv: list[str] | None = None) -> int:
