@@ -332,3 +332,16 @@ def test_export_the_trained_smoke_checkpoint(smoke_run, tmp_path):
     assert manifest["kind"] == "g4g"
     assert manifest.get("lookahead_s", manifest.get("audio", {}).get("lookahead_s", gdata.LOOKAHEAD_S)) == \
         pytest.approx(gdata.LOOKAHEAD_S)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here); the CPU runs above cover the code")
+def test_training_runs_on_cuda(cache, tmp_path):
+    from export.g4g.train import run_train
+    from export.g4g.train_args import add_train_arguments
+
+    d, _ = cache
+    out = run_train(_args(add_train_arguments, GRID, "--out", tmp_path / "run", "--config", "tiny", "--cache", d,
+                          "--steps", 3, "--val-every", 3, "--device", "cuda"))
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert out["step"] == 3 and ck["train_info"]["device"].startswith("cuda")
