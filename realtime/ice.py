@@ -1,4 +1,4 @@
-"""ICE settings that keep a local server local.
+"""ICE and DTLS settings of our peers: a local server stays local; we take the DTLS server role.
 
 aiortc asks Google's public STUN server when no ICE servers are configured, and aioice offers
 every interface's address as a host candidate.  A server bound to loopback serves a browser on
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 _original_host_addresses = aioice.ice.get_host_addresses
 
@@ -37,3 +37,17 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def take_dtls_server_role(pc: RTCPeerConnection, offer: str) -> None:
+    """Answer ``a=setup:passive`` to an ``actpass`` offer: we are the DTLS server, with our ECDSA
+    certificate.  aiortc answers ``active`` by default, and as DTLS client it offers only
+    ECDHE-ECDSA cipher suites, so a peer with an RSA certificate (GStreamer's webrtcbin, hence
+    gst-plugins-rs' whipclientsink) failed the handshake with "no shared cipher".  RFC 5763 lets
+    the answerer pick either role.  Uses aiortc's private ``_set_role`` (aiortc has no public knob)."""
+    if "a=setup:actpass" not in offer:
+        return  # the offerer chose its role; aiortc follows it
+    for t in pc.getTransceivers():
+        transport = t.receiver.transport
+        if getattr(transport, "_role", None) == "auto":
+            transport._set_role("server")

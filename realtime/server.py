@@ -43,7 +43,7 @@ from realtime.avatars import AvatarRegistry
 from realtime.clock import MediaClock, WallClock
 from realtime.codecs import prefer_video_codec
 from realtime.frame_loop import FrameLoop
-from realtime.ice import is_loopback_host, peer_configuration, use_loopback_candidates
+from realtime.ice import is_loopback_host, peer_configuration, take_dtls_server_role, use_loopback_candidates
 from realtime.latency import LatencyStore
 from realtime.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from realtime.reaper import SessionReaper
@@ -194,6 +194,7 @@ async def offer(request: web.Request) -> web.Response:
         _wire_peer(st, pc, session)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=params["sdp"], type="offer"))
+            take_dtls_server_role(pc, params["sdp"])
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError, OperationError, ... for bad SDP
             raise fail(400, f"malformed or unsupported SDP offer ({exc.__class__.__name__}: {exc})") from None

@@ -37,7 +37,7 @@ from aiortc.contrib.media import MediaRelay
 from engines.avatar import AvatarError
 from realtime.api_errors import fail, read_body
 from realtime.codecs import prefer_video_codec
-from realtime.ice import peer_configuration
+from realtime.ice import peer_configuration, take_dtls_server_role
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +93,6 @@ async def _read_offer(request: web.Request, limit: int) -> str:
     return sdp
 
 
-def _take_dtls_server_role(pc: RTCPeerConnection, offer: str) -> None:
-    """Answer ``a=setup:passive`` to an ``actpass`` offer: we are the DTLS server, with our ECDSA
-    certificate.  aiortc answers ``active`` by default, and as DTLS client it offers only
-    ECDHE-ECDSA cipher suites, so a peer with an RSA certificate (GStreamer's webrtcbin, hence
-    gst-plugins-rs' whipclientsink) failed the handshake with "no shared cipher".  RFC 5763 lets
-    the answerer pick either role.  Uses aiortc's private ``_set_role`` (aiortc has no public knob)."""
-    if "a=setup:actpass" not in offer:
-        return  # the offerer chose its role; aiortc follows it
-    for t in pc.getTransceivers():
-        transport = t.receiver.transport
-        if getattr(transport, "_role", None) == "auto":
-            transport._set_role("server")
-
-
 def _media_kinds(sdp: str) -> list[str]:
     return [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
 
@@ -150,7 +136,7 @@ class _Routes:
 
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-                _take_dtls_server_role(pc, sdp)
+                take_dtls_server_role(pc, sdp)
                 for t in pc.getTransceivers():  # ingest only: receive the mic, nothing else
                     t.direction = "recvonly" if t.kind == "audio" else "inactive"
                 await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
@@ -199,7 +185,7 @@ class _Routes:
                 sender = pc.addTrack(ingest.relay.subscribe(session.video, buffered=False))
                 prefer_video_codec(pc, sender, cfg.codec)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            _take_dtls_server_role(pc, sdp)
+            take_dtls_server_role(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await pc.close()
