@@ -1,5 +1,6 @@
 """The G4G generator's parts, one by one: output shapes, gradient flow to every parameter, the
-identity-initialised deformation, the contrastive loss, the masks, and prepare/step == forward."""
+identity-initialised deformation, the copy-initialised decoder and blend net, the reference skips,
+the contrastive loss, the masks, and prepare/step == forward."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def _assert_every_parameter_learns(module: torch.nn.Module, loss: torch.Tensor) 
         assert p.grad is not None, f"{name} gets no gradient"
         assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
         assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
+
+
+def _one_optimiser_step(module: torch.nn.Module, loss: torch.Tensor) -> None:
+    """Leave the copy start: its zero output weights pass no gradient upstream until they move."""
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
 
 
 def _weighted_sum(*outs: torch.Tensor) -> torch.Tensor:
@@ -164,20 +173,63 @@ def test_masks_cover_the_masked_rows_and_are_smooth() -> None:
     assert (rows[1:] >= rows[:-1] - 1e-6).all()
 
 
-def test_decoder_and_blend_shapes_and_gradients() -> None:
-    dec, blend = parts.Decoder(CFG), parts.BlendNet(CFG)
-    masks, face_mask = deform.Masks(S, CFG.mask_from)(2)
-    decoded = dec(torch.randn(2, C, S // 4, S // 4), torch.randn(2, parts.source_widths(CFG)[1], S // 4, S // 4),
-                  torch.randn(2, C, S // 8, S // 8), masks)
+def _decoder_inputs(b: int = 2) -> tuple:
+    k2, k1 = parts.skip_widths(CFG)
+    g = torch.Generator().manual_seed(3)
+    masks, _ = deform.Masks(S, CFG.mask_from)(b)
+    skip1 = torch.randn(b, k1, S, S, generator=g)
+    skip1[:, :3] = torch.rand(b, 3, S, S, generator=g)  # the first reference's RGB
+    return (torch.randn(b, C, S // 4, S // 4, generator=g),
+            torch.randn(b, parts.source_widths(CFG)[1], S // 4, S // 4, generator=g),
+            torch.randn(b, C, S // 8, S // 8, generator=g), masks, torch.randn(b, k2, S // 2, S // 2, generator=g),
+            skip1)
+
+
+def test_decoder_copies_the_reference_skip_at_init_and_every_parameter_learns() -> None:
+    dec = parts.Decoder(CFG)
+    args = _decoder_inputs()
+    decoded = dec(*args)
     assert decoded.shape == (2, 3, S, S) and 0 <= decoded.min() and decoded.max() <= 1
-    _assert_every_parameter_learns(dec, _weighted_sum(decoded))
-    source = torch.rand(2, 3, S, S)
-    composite = face_mask * decoded.detach() + (1 - face_mask) * source
-    out = blend(composite, decoded.detach(), source, face_mask)
+    torch.testing.assert_close(decoded, args[5][:, :3], atol=1e-6, rtol=0)  # copy first ...
+    _one_optimiser_step(dec, _weighted_sum(decoded))
+    out = dec(*args)
+    assert (out - args[5][:, :3]).abs().max() > 1e-4  # ... then amend
+    _assert_every_parameter_learns(dec, _weighted_sum(out))
+
+
+def test_reference_skips_carry_the_first_reference_rgb() -> None:
+    er, skips = parts.ImageEncoder(3 * CFG.n_refs, parts.reference_widths(CFG)), parts.ReferenceSkips(CFG)
+    refs = torch.rand(2, 3 * CFG.n_refs, S, S)
+    f1, f2, _, _ = er.levels(refs)
+    half, full = skips(f1, f2, refs[:, :3])
+    assert half.shape == (2, parts.skip_widths(CFG)[0], S // 2, S // 2)
+    assert full.shape == (2, parts.skip_widths(CFG)[1], S, S)
+    torch.testing.assert_close(full[:, :3], refs[:, :3], atol=1e-6, rtol=0)
+    _assert_every_parameter_learns(skips, _weighted_sum(half, full))
+
+
+def test_blend_net_is_the_identity_on_the_composite_at_init_and_every_parameter_learns() -> None:
+    blend = parts.BlendNet(CFG)
+    _, face_mask = deform.Masks(S, CFG.mask_from)(2)
+    decoded, source = torch.rand(2, 3, S, S), torch.rand(2, 3, S, S)
+    composite = face_mask * decoded + (1 - face_mask) * source
+    out = blend(composite, decoded, source, face_mask)
+    torch.testing.assert_close(out, composite, atol=1e-6, rtol=0)
+    _one_optimiser_step(blend, _weighted_sum(out))
+    out = blend(composite, decoded, source, face_mask)
     assert out.shape == (2, 3, S, S) and 0 <= out.min() and out.max() <= 1
+    assert (out - composite).abs().max() > 1e-4
     _assert_every_parameter_learns(blend, _weighted_sum(out))
     # not a residual: a blend net whose output ignored the composite would not depend on it
-    assert not torch.allclose(out, blend(composite * 0, decoded.detach(), source, face_mask))
+    assert not torch.allclose(out, blend(composite * 0, decoded, source, face_mask))
+
+
+def test_untrained_generator_returns_source_top_and_first_reference_mouth() -> None:
+    model = G4G(CFG)
+    src, refs, prior, mel = _inputs(2)
+    out = model(src, refs, prior, mel)
+    expected = out.face_mask * refs[:, :3] + (1 - out.face_mask) * src
+    torch.testing.assert_close(out.face, expected, atol=1e-6, rtol=0)
 
 
 def test_whole_generator_outputs_and_every_parameter_learns() -> None:
@@ -191,7 +243,10 @@ def test_whole_generator_outputs_and_every_parameter_learns() -> None:
     assert out.visual_emb.shape == out.audio_emb.shape == (2, D)
     attr = model.encode_attributes(out.face)
     assert attr.shape == (2, D)
-    loss = _weighted_sum(out.face, out.decoded, attr) + G4G.contrastive_loss(out.visual_emb, out.audio_emb)
+    _one_optimiser_step(model, _weighted_sum(out.face, out.decoded, attr))
+    out = model(src, refs, prior, mel)
+    loss = _weighted_sum(out.face, out.decoded, model.encode_attributes(out.face)) + \
+        G4G.contrastive_loss(out.visual_emb, out.audio_emb)
     _assert_every_parameter_learns(model, loss)
 
 

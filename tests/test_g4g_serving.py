@@ -92,9 +92,10 @@ def test_export_writes_a_valid_g4g_model(g4g) -> None:
     for precision in ("fp32", "fp16"):
         graph = onnx.load(str(m.onnx_path(d, precision)))
         assert [i.name for i in graph.graph.input] == ["mel", "rows", "gate", *G4G.FEATURE_KEYS]
-        assert check_grid_samples(m.onnx_path(d, precision)) == 1  # bilinear, 4-D (raises otherwise)
+        # one warp per scale (S/4 reference, S/2 and S skips): bilinear, 4-D (raises otherwise)
+        assert check_grid_samples(m.onnx_path(d, precision)) == 3
         modes = [a.s for n in graph.graph.node if n.op_type == "GridSample" for a in n.attribute if a.name == "mode"]
-        assert modes == [b"bilinear"]
+        assert modes == [b"bilinear"] * 3
     assert m.convention.lookahead_s == m.lookahead_s  # the server can serve its audio
 
 

@@ -3,13 +3,19 @@
 Per avatar frame, once (``prepare``, audio-independent, cached as the avatar's features):
 Es encodes the lower-half-masked source frame, Er the ``n_refs`` stacked reference frames, and the
 landmark prior goes through Es too; the intra-modal alignment fuses source and reference top
-features and AdaIN-aligns them to the landmark feature (``align.py``).
+features and AdaIN-aligns them to the landmark feature (``align.py``); Er's S/2 and S levels give
+the decoder's reference skips (``parts.ReferenceSkips``; the S skip carries the first reference's
+RGB), so the reference's texture can reach the face.
 
 Per live frame (``step``): Ea encodes the 16x80 mel window; the audio feature and the cached
-aligned visual feature predict a per-channel affine warp of the reference feature (``deform.py``);
-the decoder turns the deformed reference, the source feature and the aligned visual map into a
+aligned visual feature predict a per-channel affine warp of the reference feature (``deform.py``),
+and the same per-channel matrices warp the skips (skip channel k moves with reference channel k;
+the matrices are in grid units, so one matrix means the same motion at every scale); the decoder
+turns the deformed reference, the source feature and the aligned visual map into a
 face; it is composited over the masked source with a Gaussian-smoothed lower-face mask, and the
-blend net fuses and amends the composite into the final face.
+blend net fuses and amends the composite into the final face.  Decoder and blend net start as the
+identity on their image input (``parts`` docstring): an untrained G4G returns the source's upper
+face and the first reference's mouth, and training amends that.
 
 Training (``forward``) runs both halves and also returns the L2-normalised aligned embeddings for
 the inter-modal contrastive loss (``G4G.contrastive_loss``) and the multi-scale masks for the
@@ -27,8 +33,8 @@ from export.g4g import align
 from export.g4g.align import InterAlign, IntraAlign
 from export.g4g.config import G4GConfig
 from export.g4g.deform import ChannelAffineWarp, DeformParams, Masks, affine_matrices
-from export.g4g.parts import AudioEncoder, BlendNet, Decoder, ImageEncoder, init_weights, reference_widths, \
-    source_widths
+from export.g4g.parts import AudioEncoder, BlendNet, Decoder, ImageEncoder, ReferenceSkips, init_weights, \
+    reference_widths, skip_widths, source_widths
 
 __all__ = ["G4G", "G4GOutput"]
 
@@ -50,8 +56,9 @@ class G4GOutput:
 class G4G(nn.Module):
     """G4G generator; see the module docstring for the data flow and docs/g4g.md for shapes."""
 
-    # avatar features (prepare outputs = step inputs), in the serving graph's table order
-    FEATURE_KEYS: tuple[str, ...] = ("reference", "src", "visual", "vis_vec", "source")
+    # avatar features (prepare outputs = step inputs), in the serving graph's table order ('ref' is
+    # the built-in model's key in the engines: not used here)
+    FEATURE_KEYS: tuple[str, ...] = ("reference", "skip_half", "skip_full", "src", "visual", "vis_vec", "source")
 
     def __init__(self, cfg: G4GConfig | None = None) -> None:
         super().__init__()
@@ -64,17 +71,23 @@ class G4G(nn.Module):
         self.inter = InterAlign(d)
         self.deform = DeformParams(d, c)
         self.warp = ChannelAffineWarp(s // 4, s // 4)
+        self.skips = ReferenceSkips(cfg)
+        self.warp2, self.warp1 = ChannelAffineWarp(s // 2, s // 2), ChannelAffineWarp(s, s)
         self.masks = Masks(s, cfg.mask_from)
         self.decoder = Decoder(cfg)
         self.blend = BlendNet(cfg)
         self.attr_head = nn.Linear(c, d)
         init_weights(self)
         self.deform.reset_identity()  # after init_weights: the warp starts as the identity
+        for m in (self.skips, self.decoder, self.blend):
+            m.reset_copy()  # ... and decoder and blend net as the identity on their image input
 
     def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Per-frame (C, H, W) of every avatar feature, in FEATURE_KEYS order."""
         c, d, s = self.cfg.channels, self.cfg.audio_dim, self.cfg.size
+        k2, k1 = skip_widths(self.cfg)
         return {"reference": (reference_widths(self.cfg)[1], s // 4, s // 4),
+                "skip_half": (k2, s // 2, s // 2), "skip_full": (k1, s, s),
                 "src": (source_widths(self.cfg)[1], s // 4, s // 4),
                 "visual": (c, s // 8, s // 8), "vis_vec": (d, 1, 1), "source": (3, s, s)}
 
@@ -82,28 +95,34 @@ class G4G(nn.Module):
         """Audio-independent features of avatar frames: (B,3,S,S), (B,3*n_refs,S,S), (B,3,S,S) ->
         {key: (B, C_k, H_k, W_k)} (FEATURE_KEYS)."""
         _, src4, src8 = self.es(source_masked)
-        _, ref4, ref8 = self.er(refs)
+        ref1, ref2, ref4, ref8 = self.er.levels(refs)
+        skip_half, skip_full = self.skips(ref1, ref2, refs[:, :3])
         landmark8 = self.es(prior)[2]
         visual, vis_vec = self.intra(src8, ref8, landmark8)
-        return {"reference": ref4, "src": src4, "visual": visual, "vis_vec": vis_vec[:, :, None, None],
+        return {"reference": ref4, "skip_half": skip_half, "skip_full": skip_full, "src": src4, "visual": visual, "vis_vec": vis_vec[:, :, None, None],
                 "source": source_masked}
 
-    def _step_parts(self, mel: torch.Tensor, reference: torch.Tensor, src: torch.Tensor, visual: torch.Tensor,
-                    vis_vec: torch.Tensor, source: torch.Tensor) -> dict[str, torch.Tensor | list]:
+    def _step_parts(self, mel: torch.Tensor, reference: torch.Tensor, skip_half: torch.Tensor,
+                    skip_full: torch.Tensor, src: torch.Tensor, visual: torch.Tensor, vis_vec: torch.Tensor,
+                    source: torch.Tensor) -> dict[str, torch.Tensor | list]:
         audio = self.ea(mel)
         raw = self.deform(audio, vis_vec.flatten(1))
-        deformed = self.warp(reference, affine_matrices(raw))
+        mats = affine_matrices(raw)
+        deformed = self.warp(reference, mats)
+        skip2 = self.warp2(skip_half, mats[:, :skip_half.shape[1]])
+        skip1 = self.warp1(skip_full, mats[:, :skip_full.shape[1]])
         masks, face_mask = self.masks(mel.shape[0])
-        decoded = self.decoder(deformed, src, visual, masks)
+        decoded = self.decoder(deformed, src, visual, masks, skip2, skip1)
         composite = face_mask * decoded + (1.0 - face_mask) * source
         face = self.blend(composite, decoded, source, face_mask)
         return {"face": face, "decoded": decoded, "composite": composite, "face_mask": face_mask,
                 "deform_masks": masks, "audio": audio, "deform_params": raw}
 
-    def step(self, mel: torch.Tensor, reference: torch.Tensor, src: torch.Tensor, visual: torch.Tensor,
-             vis_vec: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """One live frame: mel (B,1,80,16) + cached features -> the face (B,3,S,S), RGB [0,1]."""
-        return self._step_parts(mel, reference, src, visual, vis_vec, source)["face"]
+    def step(self, mel: torch.Tensor, reference: torch.Tensor, skip_half: torch.Tensor, skip_full: torch.Tensor,
+             src: torch.Tensor, visual: torch.Tensor, vis_vec: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """One live frame: mel (B,1,80,16) + cached features (FEATURE_KEYS order: the serving graph
+        passes them positionally) -> the face (B,3,S,S), RGB [0,1]."""
+        return self._step_parts(mel, reference, skip_half, skip_full, src, visual, vis_vec, source)["face"]
 
     def forward(self, source_masked: torch.Tensor, refs: torch.Tensor, prior: torch.Tensor,
                 mel: torch.Tensor) -> G4GOutput:
