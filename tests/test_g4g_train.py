@@ -272,14 +272,21 @@ def smoke_run(cache, tmp_path_factory):
 def test_cli_smoke_run_learns_on_the_grid_clips(smoke_run):
     log = _log(smoke_run)
     losses = {r["step"]: r["loss_avg10"] for r in log if "loss_avg10" in r}
-    assert losses[SMOKE_STEPS] < 0.9 * losses[10], losses  # the training loss falls
+    # the training loss falls (from a low start: the untrained G4G already copies; measured 0.271 ->
+    # 0.248, most of what is left being the contrastive and GAN terms)
+    assert losses[SMOKE_STEPS] < 0.95 * losses[10], losses
     val = {r["step"]: r for r in log if "val_mouth_l1" in r}
     assert set(val) == {0, SMOKE_STEPS // 2, SMOKE_STEPS}
-    # the held-out speaker's mouth is reconstructed better than by the untrained model
-    assert val[SMOKE_STEPS]["val_mouth_l1"] < 0.8 * val[0]["val_mouth_l1"], val
-    # Beating "copy a reference frame" on the held-out speaker's mouth takes far longer than a test
-    # may run on this CPU (docs/g4g-training.md has the measured run); here it is only recorded.
-    assert val[SMOKE_STEPS]["copy_ref_mouth_psnr"] > 0
+    first, last = val[0], val[SMOKE_STEPS]
+    # copy first: the untrained model's held-out mouth is the first reference's (the copy-reference
+    # baseline), its upper face the source's, so its face already beats copy-reference
+    assert abs(first["val_mouth_psnr"] - first["copy_ref_mouth_psnr"]) < 0.05, first
+    assert first["val_psnr"] > first["copy_ref_psnr"], first
+    # ... then amend: after the short run the held-out speaker's mouth beats copying a reference frame
+    # (measured at 40 steps: 27.00 vs 26.53 dB, L1 0.0314 vs 0.0320) and the face still does
+    assert last["val_mouth_psnr"] > last["copy_ref_mouth_psnr"] + 0.2, last
+    assert last["val_mouth_l1"] < last["copy_ref_mouth_l1"], last
+    assert last["val_psnr"] > last["copy_ref_psnr"] + 1.0, last
 
 
 def test_bad_training_input_exits_2_naming_the_fix(tmp_path):
