@@ -322,6 +322,7 @@ def test_evaluate_the_smoke_run_against_copy_reference(smoke_run, cache, tmp_pat
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["step"] == SMOKE_STEPS and res["n_frames"] == 75 and list(res["per_clip"]) == ["sbia1a"]
+    assert res["n_scored"] == 75 - 5  # the five reference frames are not scored against themselves
     model, copy = res["mean"]["model"], res["mean"]["copy_reference"]
     for figs in (model, copy):
         assert 5 < figs["psnr"] < 60 and 0 < figs["ssim"] <= 1 and 5 < figs["mouth_psnr"] < 60
