@@ -27,6 +27,18 @@ def flite_speech(text: str, out: Path) -> np.ndarray:
     return load_audio(out)
 
 
+def chromium_fake_mic(text: str, folder: Path, lead_s: float, tail_s: float) -> Path:
+    """A fake-microphone WAV for Chromium (48 kHz 16-bit mono; Chromium loops it): ``lead_s`` of
+    silence, ``text`` spoken by flite, ``tail_s`` of silence, so the mouth must open and close."""
+    from benchmarks.bench_glass import write_fake_mic_wav
+
+    speech = flite_speech(text, folder / "flite.wav")
+    out = folder / "fake_mic.wav"
+    write_fake_mic_wav(out, np.concatenate([np.zeros(int(lead_s * 16000), np.float32), speech,
+                                            np.zeros(int(tail_s * 16000), np.float32)]))
+    return out
+
+
 async def speak_then_interrupt(http, api: str, wav: bytes) -> dict:  # noqa: ANN001 - aiohttp session
     """Push speech to a presenter session, interrupt it mid-sentence; the session's summary before,
     the interrupt's answer, the summary 200 ms after it and 1 s after it, and when it was sent

@@ -24,7 +24,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from server_harness import flite_speech, serving
+from server_harness import chromium_fake_mic, serving
 
 from benchmarks.bench_glass import CHROMIUM, CHROMIUM_FLAGS  # DESIGN.md's flags
 
@@ -40,13 +40,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
 @pytest.fixture(scope="module")
 def fake_mic(tmp_path_factory) -> Path:
     """0.5 s of silence, speech, 1.5 s of silence: 16-bit mono PCM WAV at 48 kHz; Chromium loops it."""
-
-    speech = flite_speech(SPEECH, tmp_path_factory.mktemp("mic") / "flite.wav")
-    from benchmarks.bench_glass import write_fake_mic_wav
-
-    out = tmp_path_factory.mktemp("mic") / "fake_mic.wav"
-    write_fake_mic_wav(out, np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(24000, np.float32)]))
-    return out
+    return chromium_fake_mic(SPEECH, tmp_path_factory.mktemp("mic"), 0.5, 1.5)
 
 
 async def _wait_for(page, expression: str, timeout_s: float) -> None:

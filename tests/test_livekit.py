@@ -30,6 +30,19 @@ from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner, QueueAudioO
 from realtime.integrations.livekit import LipstreamVideoGenerator  # noqa: E402
 from server_harness import flite_speech  # noqa: E402
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _livekit_ffi_disposed_before_exit():
+    """Dispose livekit's Rust runtime while the interpreter is alive.  Left to livekit's atexit
+    hook, a tokio worker can call back into a finalising Python and abort the process after every
+    test passed ("panic in a function that cannot unwind", seen once in a fresh-clone `make test`)."""
+    yield
+    from livekit.rtc._ffi_client import FfiClient  # private: livekit has no public dispose
+
+    if FfiClient._instance is not None:
+        FfiClient._instance._dispose()
+
+
 SPEECH = "Good morning everyone. Today we will look at a wide open map of the whole bay area."
 RATE = 24000
 CHUNK = 480

@@ -20,7 +20,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from server_harness import flite_speech, serving
+from server_harness import chromium_fake_mic, serving
 
 from benchmarks.bench_glass import CHROMIUM, CHROMIUM_FLAGS  # DESIGN.md's flags
 
@@ -36,12 +36,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
 @pytest.fixture(scope="module")
 def fake_mic(tmp_path_factory) -> Path:
     """1 s of silence, speech, 2.5 s of silence (Chromium loops it): the mouth must open and close."""
-    from benchmarks.bench_glass import write_fake_mic_wav
-
-    speech = flite_speech(SPEECH, tmp_path_factory.mktemp("mic") / "flite.wav")
-    out = tmp_path_factory.mktemp("mic") / "fake_mic.wav"
-    write_fake_mic_wav(out, np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(40000, np.float32)]))
-    return out
+    return chromium_fake_mic(SPEECH, tmp_path_factory.mktemp("mic"), 1.0, 2.5)
 
 
 @pytest.fixture(scope="module")
