@@ -9,9 +9,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # Debian packages the tests use: TTS voices that make aligned test speech, and Chromium as a real
 # WebRTC client (driven by Playwright's Python API; never `playwright install`), GStreamer's webrtcbin
-# (system python3 + PyGObject) as a second, non-aiortc WHIP client.
+# (system python3 + PyGObject; plugins-base has opusenc/audioconvert) as a second, non-aiortc WHIP client.
 TEST_DEBS := espeak-ng flite chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb \
-             gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0 python3-gi
+             gstreamer1.0-plugins-base gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0 python3-gi
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 # Training voices (docs/model-card.md): flite + festival voices built from real recordings.
