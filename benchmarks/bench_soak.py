@@ -247,13 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-every", type=float, default=10.0, help="seconds between samples (default: 10)")
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds before the start figures are taken (default: 60, or a tenth of a short run)")
+    p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the server process (repeatable), for experiments: e.g. "
+                        "LIPSTREAM_MEMDEBUG=/tmp/mem.jsonl (realtime/memdebug.py), MALLOC_ARENA_MAX=2")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "soak.json")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     args = p.parse_args(argv)
     if args.sessions < 1 or args.seconds <= 0:
         p.error("--sessions must be at least 1 and --seconds positive")
     warmup = args.warmup if args.warmup is not None else min(60.0, args.seconds / 10)
+    server_env = dict(kv.split("=", 1) for kv in args.server_env if "=" in kv)
+    if len(server_env) != len(args.server_env):
+        p.error("--server-env takes NAME=VALUE")
+    os.environ.update(server_env)  # the server process inherits this process's environment
     result = asyncio.run(run(args.seconds, args.sessions, min(args.sample_every, args.seconds / 4), warmup))
+    result["settings"]["server_env"] = server_env
     publish(result, args.json, args.plot, print_table, plot)
     return 0
 

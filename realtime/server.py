@@ -35,7 +35,7 @@ from engines.avatar import AvatarError
 from engines.base import Engine
 from engines.manifest import DEFAULT_MODEL_DIR
 from engines.mel import SAMPLE_RATE
-from realtime import low_latency, openapi
+from realtime import low_latency, memdebug, openapi
 from realtime.api_errors import fail, json_errors, read_body
 from realtime.audio_io import AudioFormatError, load_audio
 from realtime.auth import access_middleware, cors_middleware, warn_if_exposed
@@ -117,6 +117,7 @@ class ServerState:
         self.avatars: AvatarRegistry | None = None
         self.sessions: SessionRegistry | None = None
         self.reaper: SessionReaper | None = None
+        self.memdebug: memdebug.MemRecorder | None = None
 
     async def startup(self) -> None:
         low_latency.install()
@@ -141,9 +142,12 @@ class ServerState:
         self.loop.start()
         self.reaper = SessionReaper(self.sessions, self.clock, self.metrics, config.session_timeout_s)
         self.reaper.start()
+        self.memdebug = memdebug.start_from_env(self)  # LIPSTREAM_MEMDEBUG=file: debug only (realtime/memdebug.py)
         log.info("serving avatar %r with engine %s", config.avatar, engine.name)
 
     async def shutdown(self) -> None:
+        if self.memdebug is not None:
+            self.memdebug.stop()
         if self.reaper is not None:
             await self.reaper.stop()
         if self.sessions is not None:
