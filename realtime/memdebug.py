@@ -134,6 +134,8 @@ def _census(state: Any) -> dict:
         out["latency_samples"] = len(latency.samples)
         out["latency_stage_samples"] = sum(len(v) for v in list(latency.stages.values()))
         out["latency_recent_sessions"] = len(latency._recent)
+        if hasattr(latency, "nbytes"):
+            out["latency_mb"] = round(latency.nbytes() / _MB, 2)
     step = getattr(loop, "step", None)
     if step is not None:
         out["loop_sessions"] = len(step.sessions)
