@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,11 @@ class OnnxRuntimeEngine(Engine):
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # The event loop, the encoder and audio all share the same few cores: keep inference to
-        # a small fixed pool instead of ORT's default of one thread per core.
-        opts.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        # The event loop, the encoders and audio share the same few cores, and the sessions' frames
+        # come batched: one thread by default.  A second one cut a batch-8 call's wall time by 8 %
+        # (27.3 -> 25.2 ms) for 31 % more CPU per frame (3.38 -> 4.44 ms) on the 2-core build
+        # machine (docs/benchmarks.md, "CPU per session").
+        opts.intra_op_num_threads = threads or 1
         opts.inter_op_num_threads = 1
         # ORT's pool busy-waits between calls by default: ~40 ms of CPU burnt per 3 ms call, which
         # on a small machine starves the encoder and the other sessions (benchmarks/bench_concurrency).

@@ -13,14 +13,13 @@ The warp is composed in two steps so the opening stays consistent with a width c
 
 A pixel belongs to the parted gap when its source ``g2`` lies on the other side of the lip line
 than ``g1`` -- so the interior's edges follow the warped lips exactly, anti-aliased over about one
-pixel.  Only elementwise ops, ``cat`` and 4-D bilinear ``grid_sample`` (border padding): the
-module exports to ONNX opset 17 and to TensorRT.
+pixel.  Only elementwise ops, ``cat`` and gathers (a bilinear, border-padded sampler written out,
+:func:`_sample`): the module exports to ONNX opset 17 and to TensorRT.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from export.deform_fields import FEATURE_KEYS
@@ -35,7 +34,34 @@ _TONGUE_TINT = (2.1, 1.75, 1.8)  # tongue colour as a multiple of the cavity col
 
 
 def _sample(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    """``F.grid_sample(img, grid, "bilinear", "border", align_corners=False)`` from four gathers.
+
+    Same result (to float rounding, ``tests/test_renderer.py``), but ONNX Runtime's CPU GridSample
+    kernel took 2.7 of the graph's 4.1 ms per frame (its profiler, one thread, 128 px crops),
+    where GatherElements and elementwise ops take a fraction of that; TensorRT runs both.
+    """
+    b, c, h, w = img.shape
+    ho, wo = grid.shape[1], grid.shape[2]
+    n = ho * wo
+    # Unnormalise (align_corners=False), then clamp: that is what border padding does.  All in
+    # fp32, even in an fp16 graph: fp16 steps are 1/16 px at x = 100, and the sampled lip-line
+    # coordinate decides a pixel's side of the gap (an fp16 sampler moved crops by up to 0.19).
+    g = grid.to(torch.float32)
+    x = torch.clamp(((g[..., 0] + 1.0) * w - 1.0) * 0.5, 0.0, w - 1.0).reshape(b, 1, n)
+    y = torch.clamp(((g[..., 1] + 1.0) * h - 1.0) * 0.5, 0.0, h - 1.0).reshape(b, 1, n)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    wx, wy = x - x0, y - y0
+    x0i, y0i = x0.to(torch.int64), y0.to(torch.int64)
+    x1i, y1i = torch.clamp(x0i + 1, max=w - 1), torch.clamp(y0i + 1, max=h - 1)
+    flat = img.to(torch.float32).reshape(b, c, h * w)
+
+    def at(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        return torch.gather(flat, 2, (yi * w + xi).expand(b, c, n))
+
+    v00, v01, v10, v11 = at(y0i, x0i), at(y0i, x1i), at(y1i, x0i), at(y1i, x1i)
+    top = v00 + wx * (v01 - v00)
+    bottom = v10 + wx * (v11 - v10)
+    return (top + wy * (bottom - top)).reshape(b, c, ho, wo).to(img.dtype)
 
 
 def _ramp(x: torch.Tensor, width: float) -> torch.Tensor:

@@ -13,7 +13,8 @@
    storm.  :func:`install` rebinds ``aiortc.rtcrtpsender.get_encoder`` so video senders get
    encoder subclasses whose ``target_bitrate`` setter goes through a :class:`BitrateDamper`: a
    few ladder steps, down at once (congestion), up only after a hold time.  Their ``encode`` is
-   also timed for the metrics (``ENCODE_OBSERVERS``).
+   also timed for the metrics (``ENCODE_OBSERVERS``).  The VP8 one also runs without libvpx's
+   denoiser (:mod:`realtime.vp8_encoder`).
 
 Both are process-wide (every peer connection made afterwards, the tests' client peers too) and
 idempotent; :func:`uninstall` restores aiortc's originals.
@@ -28,8 +29,9 @@ from typing import Callable
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs import get_encoder as _aiortc_get_encoder
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+
+from realtime.vp8_encoder import TunedVp8Encoder
 
 __all__ = ["AUDIO_PREFETCH", "BitrateDamper", "DampedH264Encoder", "DampedVp8Encoder",
            "ENCODE_OBSERVERS", "JITTER_OBSERVERS", "install", "installed", "uninstall", "live_audio_buffers",
@@ -97,7 +99,7 @@ def _damped(base: type) -> type:
     return Damped
 
 
-DampedVp8Encoder = _damped(Vp8Encoder)
+DampedVp8Encoder = _damped(TunedVp8Encoder)  # and libvpx's denoiser off (realtime/vp8_encoder.py)
 DampedH264Encoder = _damped(H264Encoder)
 
 

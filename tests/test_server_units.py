@@ -4,6 +4,7 @@ a session's timeline (silence fill, debt, presenter queue), bitrate damping, idl
 from __future__ import annotations
 
 import asyncio
+import fractions
 
 import numpy as np
 import pytest
@@ -230,6 +231,34 @@ def test_low_latency_install_caps_audio_prefetch_and_damps_encoders() -> None:
     assert installed() == was  # undone: aiortc's own factory is back unless someone else installed
     if not was:
         assert rtcrtpreceiver.JitterBuffer is JitterBuffer
+
+
+def test_vp8_encoder_runs_without_the_denoiser_through_rebuilds_and_decodes() -> None:
+    import av
+    from aiortc.codecs.vpx import Vp8Decoder, VpxPayloadDescriptor
+    from aiortc.jitterbuffer import JitterFrame
+
+    from realtime.vp8_encoder import TunedVp8Encoder
+
+    rng = np.random.default_rng(0)
+    enc, dec = DampedVp8Encoder(), Vp8Decoder()
+    assert isinstance(enc, TunedVp8Encoder)
+    img = np.repeat(np.repeat(rng.integers(0, 255, (16, 16, 3), np.uint8), 8, 0), 8, 1)
+    for i in range(3):
+        if i == 2:
+            enc.damper.hold_up_s = 0.0
+            enc.target_bitrate = 1_200_000  # a ladder step: aiortc rebuilds its codec
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90000)
+        payloads, _ = enc.encode(frame, force_keyframe=i == 0)
+        assert enc.codec is enc.built_codec and enc.codec.bit_rate == enc.target_bitrate  # aiortc kept ours
+        assert enc.built_options["noise-sensitivity"] == "0" and enc.built_options["cpu-used"] == "-6"
+        data = b"".join(VpxPayloadDescriptor.parse(p)[1] for p in payloads)
+        out = dec.decode(JitterFrame(data=data, timestamp=i * 3600))
+        if i == 0:
+            decoded = out[0].to_ndarray(format="rgb24").astype(int)
+            assert np.abs(decoded - img).mean() < 8  # a real, decodable VP8 picture
+    assert enc.codec.bit_rate == 1_200_000
 
 
 def test_idle_motion_is_subtle_and_alive() -> None:
