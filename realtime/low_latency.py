@@ -2,12 +2,15 @@
 
 1. **Audio jitter buffer.**  aiortc's ``RTCRtpReceiver`` builds its audio ``JitterBuffer`` with
    ``prefetch=4``: a 20 ms Opus frame is released only once four later frames have arrived, about
-   80 ms of added mic-to-mouth latency.  :func:`install` rebinds the ``JitterBuffer`` name that
-   ``aiortc.rtcrtpreceiver`` looks up to a factory that caps an *audio* buffer's prefetch at
-   ``AUDIO_PREFETCH`` (1 = release a frame when the next one starts, ~20 ms).  The video buffer
-   is built unchanged.  Cost: less reordering tolerance on audio, which on a LAN or loopback is
-   none worth 60 ms.  A *lost* audio packet is given up on as soon as the frame behind it is
-   complete (aiortc waits for 16 later packets and then stays ~300 ms behind: see ``_skip_gap``).
+   80 ms of added mic-to-mouth latency, and even with no prefetch a frame only leaves when the
+   next packet arrives (+20 ms).  :func:`install` rebinds the ``JitterBuffer`` name that
+   ``aiortc.rtcrtpreceiver`` looks up to a factory whose *audio* buffer releases each in-order
+   packet as it arrives (an Opus RTP packet is a whole frame); only behind a gap does it wait,
+   one packet, for a reordered one, then hands out what is ready as one merged Opus packet
+   (``_with_ready_packets``).  The video buffer is built unchanged.  Cost: reordering tolerance
+   on audio is one packet, which on a LAN or loopback is none worth 60 ms.  A *lost* audio
+   packet is given up on as soon as the frame behind it is complete (aiortc waits for 16 later
+   packets and then stays ~300 ms behind: see ``_skip_gap``).
 2. **Damped video bitrate.**  aiortc rebuilds its VP8/H.264 encoder (a keyframe) whenever the
    target bitrate moves by more than 10 %, and REMB feedback ramps it in small steps: a keyframe
    storm.  :func:`install` rebinds ``aiortc.rtcrtpsender.get_encoder`` so video senders get
@@ -31,6 +34,7 @@ from aiortc.codecs import get_encoder as _aiortc_get_encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 
+from realtime.opus_packets import merge_packets
 from realtime.vp8_encoder import TunedVp8Encoder
 
 __all__ = ["AUDIO_PREFETCH", "BitrateDamper", "DampedH264Encoder", "DampedVp8Encoder",
@@ -119,8 +123,11 @@ class _TimedJitterBuffer(JitterBuffer):
         pli, frame = super().add(packet)
         if frame is None:
             frame = self._skip_gap(packet.sequence_number)
+        frame, released = self._with_ready_packets(frame)
         if frame is not None:
             t = self._arrived.pop(frame.timestamp, None)
+            for ts in released:
+                self._arrived.pop(ts, None)
             if t is not None:
                 for observe in JITTER_OBSERVERS:
                     observe(now - t)
@@ -129,6 +136,33 @@ class _TimedJitterBuffer(JitterBuffer):
                     del self._arrived[ts]
         return pli, frame
 
+
+    def _with_ready_packets(self, frame):  # noqa: ANN001, ANN202 - aiortc's JitterFrame or None
+        """Hand out every in-order packet at the head now, with ``frame`` (released before them).
+
+        An Opus RTP packet is a whole frame (RFC 7587), so one in order needs no next packet to be
+        complete: waiting for it, as aiortc's buffer does, cost 20 ms on every packet.  Several at
+        once (after a gap, a reordered packet) go out as one Opus packet (``merge_packets``), since
+        the receiver takes one frame per arriving packet and would otherwise stay a packet behind.
+        Returns the frame and the RTP timestamps merged into it after its first.
+        """
+        n, o = self._capacity, self._origin
+        if o is None:
+            return frame, []
+        ready = []
+        while len(ready) < 6 and (p := self._packets[(o + len(ready)) % n]) is not None:
+            ready.append(p)
+        if not ready:
+            return frame, []
+        payloads = ([frame.data] if frame is not None else []) + [p._data for p in ready]
+        merged = merge_packets(payloads)
+        if merged is None:  # cannot share a packet: in order, one per arrival
+            if frame is not None:
+                return frame, []
+            ready, merged = ready[:1], ready[0]._data
+        self.remove(len(ready))
+        first = frame.timestamp if frame is not None else ready[0].timestamp
+        return JitterFrame(data=merged, timestamp=first), [p.timestamp for p in ready if p.timestamp != first]
 
     def _skip_gap(self, sequence_number: int):  # noqa: ANN202 - aiortc's JitterFrame or None
         """A lost packet never holds up the audio around it.

@@ -102,31 +102,45 @@ def test_shim_drops_delays_reorders_and_silences() -> None:
 # -- what the server does with a lost mic packet ---------------------------------------------------
 def test_a_lost_audio_packet_costs_no_latency_in_the_jitter_buffer() -> None:
     """aiortc's audio buffer held everything behind a lost packet until 16 more came (320 ms),
-    and stayed that far behind after; the server's buffer gives up on the gap once the frame
-    behind it is complete."""
+    and stayed that far behind after; even without a loss it released a packet only when the
+    next one came (20 ms).  The server's buffer releases each in-order packet as it arrives, waits
+    one packet behind a gap (a reordered packet may still come), then releases what is ready as
+    one merged Opus packet, so it is never left behind."""
     from aiortc.jitterbuffer import JitterBuffer
     from aiortc.rtp import RtpPacket
 
     from realtime import low_latency
 
     arrived = [s for s in range(40) if s not in (5, 17, 18)]  # one loss, then a burst of two
+    arrived[30], arrived[31] = arrived[31], arrived[30]  # and one packet overtaken by the next
 
-    def released(buf) -> list[tuple[int, int]]:  # noqa: ANN001 - (packet added, frame released)
+    def frames_of(data: bytes) -> list[int]:
+        """The sequence numbers carried by a released Opus packet (code 0, or code 3 merged)."""
+        if data[0] & 3 == 0:
+            return [int.from_bytes(data[1:], "big")]
+        count = data[1] & 0x3F
+        body = data[2 + count - 1:]  # one length byte per frame but the last (all < 252)
+        return [int.from_bytes(body[2 * i:2 * i + 2], "big") for i in range(count)]
+
+    def released(buf) -> list[tuple[int, list[int]]]:  # noqa: ANN001 - (packet added, packets released)
         out = []
         for seq in arrived:
             packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
-            packet._data = b"opus"  # what aiortc's parser sets: the payload the frame is made of
+            packet._data = bytes((0x7C,)) + seq.to_bytes(2, "big")  # a CELT 20 ms code-0 Opus packet
             _, frame = buf.add(packet)
             if frame is not None:
-                out.append((seq, frame.timestamp // 960))
+                assert frame.timestamp == frames_of(frame.data)[0] * 960
+                out.append((seq, frames_of(frame.data)))
         return out
 
     ours = released(low_latency._low_latency_jitter_buffer(16, prefetch=4))
-    # every frame that came is released, each when the next packet that arrives does
-    assert [ts for _, ts in ours] == arrived[:-1], ours
-    assert all(seq == arrived[arrived.index(ts) + 1] for seq, ts in ours), ours
+    assert [s for _, got in ours for s in got] == sorted(arrived), ours  # all of it, once, in order
+    waited = {s: arrived.index(seq) - arrived.index(s) for seq, got in ours for s in got}  # in arrivals
+    assert max(waited.values()) == 1 and sorted(s for s, w in waited.items() if w) == [6, 19, 34], waited
+    # in order: out as it arrives; behind a gap or overtaking one: with the next arrival, merged
+    assert dict(ours)[7] == [6, 7] and dict(ours)[20] == [19, 20] and dict(ours)[33] == [33, 34]
     theirs = released(JitterBuffer(16, prefetch=1))  # aiortc's own, for comparison
-    assert max(seq - ts for seq, ts in theirs) >= 12, theirs  # 14 packets: 280 ms
+    assert max(seq - max(got) for seq, got in theirs) >= 12, theirs  # 14 packets: 280 ms
 
 
 def test_lost_mic_audio_is_filled_with_silence_and_speech_stays_on_time() -> None:
@@ -466,3 +480,39 @@ def test_a_vanished_presenter_peer_ends_by_ice_consent(server, box, monkeypatch)
     print(r)
     # 6 failed checks of 0.3 s +- 20 % and 0.5 s each (+ the frame loop's and the close's time)
     assert r["gone"] and 2.0 < r["ended_after_s"] < 12.0, r
+
+
+def test_merged_opus_packets_decode_to_the_same_samples() -> None:
+    """The jitter buffer's merge (RFC 6716 code 3): real libopus packets merged in groups decode
+    bit for bit like the packets one by one; what cannot share a packet is refused."""
+    import fractions
+
+    import av
+
+    from realtime.opus_packets import merge_packets
+
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 48000
+    mono = (9000 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + rng.normal(0, 400, t.size))
+    stereo = np.repeat(mono.astype(np.int16), 2).reshape(1, -1)
+    enc = av.CodecContext.create("libopus", "w")
+    enc.bit_rate, enc.sample_rate, enc.layout, enc.format = 32000, 48000, "stereo", "s16"
+    enc.time_base = fractions.Fraction(1, 48000)
+    packets = []
+    for i in range(20):
+        frame = av.AudioFrame.from_ndarray(stereo[:, i * 1920:(i + 1) * 1920], format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, i * 960
+        packets += [bytes(p) for p in enc.encode(frame)]
+
+    def decode(data: list[bytes]) -> np.ndarray:
+        dec = av.CodecContext.create("libopus", "r")
+        dec.format, dec.layout, dec.sample_rate = "s16", "stereo", 48000
+        return np.concatenate([f.to_ndarray().reshape(-1) for p in data for f in dec.decode(av.Packet(p))])
+
+    groups = [packets[0:1], packets[1:3], packets[3:9], packets[9:10], packets[10:13]]
+    merged = [merge_packets(g) for g in groups]
+    assert all(m is not None for m in merged) and merged[1][0] & 3 == 3
+    assert np.array_equal(decode(merged), decode(packets[:13]))
+    assert merge_packets(packets[:7]) is None  # 140 ms: over Opus' 120
+    other = bytes((packets[0][0] ^ 0x08,)) + packets[0][1:]  # another configuration
+    assert merge_packets([packets[0], other]) is None and merge_packets([merged[1], packets[3]]) is None
