@@ -524,7 +524,8 @@ async def page_clock_offset(page, tries: int = 7) -> dict[str, float]:  # noqa: 
 
 
 async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", warmup_s: float = WARMUP_S,
-              render_when: str = "tick") -> dict:
+              render_when: str = "tick", model_dir: Path | None = None,
+              receiver_target_ms: float | None = None, mic_ptime_ms: int = 20) -> dict:
     """Measure glass to glass for ``seconds`` in headless Chromium against an in-process server,
     after ``warmup_s`` of the call (see WARMUP_S)."""
     import aiohttp
@@ -536,14 +537,14 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
     from realtime.server import K_STATE
 
     chromium = check_requirements()
-    engine = create_engine(engine_name)
+    engine = create_engine(engine_name) if model_dir is None else create_engine(engine_name, model_dir)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lipstream-glass-") as tmp:
         wav = Path(tmp) / "fake_mic.wav"
         # the file starts when the page opens the mic: cover connecting + settling + window + tail
         write_fake_mic(wav, seconds + warmup_s + TAIL_S + 6.0)
         flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
-        async with serving(engine, codec=codec, render_when=render_when) as (base, app), async_playwright() as pw:
+        async with serving(engine, codec=codec, render_when=render_when, mic_ptime_ms=mic_ptime_ms) as (base, app), async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
                 str(Path(tmp) / "profile"), executable_path=str(chromium), headless=True, args=flags,
                 viewport={"width": 760, "height": 760})
@@ -552,6 +553,8 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
                 log: list[str] = []
                 page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
                 page.on("console", lambda m: log.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+                if receiver_target_ms is not None:
+                    await page.add_init_script(script=f"window.__glassReceiverTargetMs = {float(receiver_target_ms)};")
                 await page.add_init_script(path=str(PROBE_JS))
                 await page.goto(f"{base}/")
                 await _wait(page, "document.querySelectorAll('#avatars option').length > 0", 10,
@@ -617,7 +620,8 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
         "benchmark": "glass_to_glass", "machine": machine_info(), "engine": engine.name,
         "model": {"name": engine.manifest.name, "lookahead_s": engine.manifest.lookahead_s},
         "settings": {"seconds": seconds, "warmup_s": warmup_s, "burst_s": BURST_S, "gap_s": GAP_S, "codec": codec,
-                     "max_lag_frames": max_lag, "browser": f"Chromium {browser_version}",
+                     "max_lag_frames": max_lag, "browser": f"Chromium {browser_version}", "mic_ptime_ms": mic_ptime_ms,
+                     "receiver_target_ms": receiver_target_ms, "model_dir": str(model_dir) if model_dir else None,
                      "chromium_flags": [*CHROMIUM_FLAGS, "--use-file-for-fake-audio-capture=<burst wav>",
                                         "--user-data-dir=<fresh temp dir>",
                                         "(+ Playwright's own defaults, --mute-audio among them)"],
@@ -785,6 +789,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", default="vp8", choices=("vp8", "h264"), help="video codec the server sends (default: vp8)")
     p.add_argument("--render-when", default="tick", choices=("tick", "window"),
                    help="the server's render trigger (serve --render-when; default: tick)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model artifact directory (serve --model), e.g. one exported at another lookahead; "
+                        "default: the built-in model")
+    p.add_argument("--mic-ptime", type=int, default=20, choices=(10, 20),
+                   help="the server's --mic-ptime: Opus packet time asked of Chromium's mic (default: 20)")
+    p.add_argument("--receiver-target-ms", type=float, default=None,
+                   help="set every remote receiver's jitterBufferTarget to this (a lever under test; the page "
+                        "itself leaves it unset)")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "glass.json", help="result JSON (default: %(default)s)")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "glass.png", help="timeline plot PNG (default: %(default)s)")
     args = p.parse_args(argv)
@@ -792,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--seconds must be positive and --warmup not negative")
     try:
         check_requirements()
-        result = asyncio.run(run(args.seconds, args.engine, args.codec, args.warmup, args.render_when))
+        result = asyncio.run(run(args.seconds, args.engine, args.codec, args.warmup, args.render_when, args.model,
+                                 args.receiver_target_ms, args.mic_ptime))
         result["render_when"] = args.render_when
     except BenchError as exc:
         print(f"bench_glass: {exc}", file=sys.stderr)

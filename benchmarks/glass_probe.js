@@ -128,6 +128,10 @@
         super(...args);
         G.pcs.push(this);
         this.addEventListener("track", (ev) => {
+          // A lever under test (bench_glass --receiver-target-ms): the receivers' jitterBufferTarget.
+          if (typeof window.__glassReceiverTargetMs === "number" && "jitterBufferTarget" in ev.receiver) {
+            ev.receiver.jitterBufferTarget = window.__glassReceiverTargetMs;
+          }
           if (ev.track.kind !== "audio") return;
           meter("ret", new MediaStream([ev.track]));
           tap("ret", ev.track);

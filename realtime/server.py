@@ -41,7 +41,7 @@ from realtime.audio_io import AudioFormatError, load_audio
 from realtime.auth import access_middleware, cors_middleware, warn_if_exposed
 from realtime.avatars import AvatarRegistry
 from realtime.clock import MediaClock, WallClock
-from realtime.codecs import prefer_video_codec
+from realtime.codecs import prefer_video_codec, with_mic_ptime
 from realtime.frame_loop import FrameLoop
 from realtime.ice import is_loopback_host, peer_configuration, take_dtls_server_role, use_loopback_candidates
 from realtime.latency import LatencyStore
@@ -83,6 +83,7 @@ class ServerConfig:
     idle_motion: bool = True
     max_lag_frames: int = 2  # 2: ~no repeated frames under mic jitter; 1: ~10 ms less latency, 7-16 % repeats
     render_when: str = "tick"  # "window": also render as soon as mic audio completes a window (FrameLoop)
+    mic_ptime_ms: int = 20  # the Opus packet time the answer asks the peer's mic for (realtime/codecs.py)
     client_dir: Path = CLIENT_DIR
     stun: tuple[str, ...] = ()  # STUN URLs for clients beyond this machine; none by default
     token: str | None = None  # bearer token every API route needs (realtime/auth.py); None: open
@@ -206,7 +207,8 @@ async def offer(request: web.Request) -> web.Response:
         pc = None  # owned by the session now
         log.info("session %s: %s mode, avatar %r", session.id, "mic" if session.has_mic else "presenter", avatar_name)
         desc = session.pc.localDescription
-        return web.json_response({"sdp": desc.sdp, "type": desc.type, "session_id": session.id,
+        return web.json_response({"sdp": with_mic_ptime(desc.sdp, st.config.mic_ptime_ms), "type": desc.type,
+                                  "session_id": session.id,
                                   "mouth_box": session.mouth_box})
     finally:
         sessions.pending -= 1

@@ -36,7 +36,7 @@ from aiortc.contrib.media import MediaRelay
 
 from engines.avatar import AvatarError
 from realtime.api_errors import fail, read_body
-from realtime.codecs import prefer_video_codec
+from realtime.codecs import prefer_video_codec, with_mic_ptime
 from realtime.ice import peer_configuration, take_dtls_server_role
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ class _Resources:
         return None
 
 
-def _sdp_answer(desc: RTCSessionDescription, location: str) -> web.Response:
-    return web.Response(status=201, body=desc.sdp.encode(), headers={
+def _sdp_answer(desc: RTCSessionDescription, location: str, mic_ptime_ms: int = 20) -> web.Response:
+    return web.Response(status=201, body=with_mic_ptime(desc.sdp, mic_ptime_ms).encode(), headers={
         "Content-Type": SDP, "Location": location, "Access-Control-Expose-Headers": "Location"})
 
 
@@ -148,7 +148,7 @@ class _Routes:
             self.res.ingests[session.id] = _Ingest(session)
             pc = None  # owned by the session now
             log.info("WHIP ingest %s: avatar %r", session.id, avatar_name)
-            return _sdp_answer(session.pc.localDescription, f"/whip/{session.id}")
+            return _sdp_answer(session.pc.localDescription, f"/whip/{session.id}", cfg.mic_ptime_ms)
         finally:
             sessions.pending -= 1
             if pc is not None:

@@ -261,6 +261,20 @@ def test_vp8_encoder_runs_without_the_denoiser_through_rebuilds_and_decodes() ->
     assert enc.codec.bit_rate == 1_200_000
 
 
+def test_mic_ptime_goes_into_the_answers_audio_section_only() -> None:
+    from realtime.codecs import with_mic_ptime
+
+    sdp = ("v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=ptime:20\r\n"
+           "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n")
+    out = with_mic_ptime(sdp, 10)
+    audio, video = out.split("m=video")
+    assert "a=ptime:10\r\n" in audio and "a=ptime:20" not in out and "ptime" not in video
+    assert out.endswith("\r\n") and out.count("\r\n") == sdp.count("\r\n")
+    assert with_mic_ptime(sdp, 20) == sdp  # the default leaves the answer as aiortc wrote it
+    last = with_mic_ptime("v=0\nm=video 9 X 96\nm=audio 9 X 111\na=rtpmap:111 opus/48000/2", 10)
+    assert last.endswith("opus/48000/2\na=ptime:10")  # audio last, LF-only, no trailing newline
+
+
 def test_idle_motion_is_subtle_and_alive() -> None:
     rng = np.random.default_rng(0)
     img = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
