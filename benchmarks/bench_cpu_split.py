@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import re
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_concurrency import _ClientProc, parse_metrics, server_process
-from benchmarks.machine import RESULTS_DIR, machine_info
+from benchmarks.machine import RESULTS_DIR, machine_info, write_result
 
 _SPY_LINE = re.compile(r'^Thread (0x[0-9a-fA-F]+|\d+) \((?:idle|active)\): "(.*)"')
 
@@ -128,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"of a core, {run['fps_per_session']:.2f} fps per session): {split}")
     result = {"benchmark": "cpu_split", "machine": machine_info(),
               "settings": {"sessions": args.sessions, "seconds": args.seconds, "repeats": args.repeats}, "runs": runs}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.json}")
+    write_result(result, args.json)
     return 0
 
 
