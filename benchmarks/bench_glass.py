@@ -78,6 +78,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -574,6 +575,7 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
                 await asyncio.sleep(max(warmup_s, 0.5))
                 t0 = await page.evaluate("performance.now()")
                 stats0 = await page.evaluate("window.__glass.stats()")
+                cpu0, sent0 = time.process_time(), app[K_STATE].sessions[sid].stats.frames_rendered
                 loop = asyncio.get_running_loop()
                 progress = ProgressLine("glass-to-glass benchmark", unit="s")
                 start = loop.time()
@@ -582,6 +584,8 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
                     await asyncio.sleep(min(0.25, seconds - done))
                 progress(int(np.ceil(seconds)), int(np.ceil(seconds)))
                 t1 = t0 + seconds * 1000
+                server_cpu_ms = 1000 * (time.process_time() - cpu0) / max(
+                    1, app[K_STATE].sessions[sid].stats.frames_rendered - sent0)
                 stats1 = await page.evaluate("window.__glass.stats()")
                 await asyncio.sleep(TAIL_S)
                 clock1 = await page_clock_offset(page)
@@ -644,6 +648,8 @@ async def run(seconds: float, engine_name: str = "auto", codec: str = "vp8", war
                        "uncertainty_ms": offset["uncertainty_ms"],
                        "note": "time.monotonic() - performance.now(); its change start -> end is the drift"},
         "server_audio_to_frame": _stat_summary(server_latencies) if server_latencies else None,
+        # this process (the server; Playwright's driver is mostly another process) per frame rendered
+        "process_cpu_ms_per_frame": round(server_cpu_ms, 2),
         "receive_to_display": {k: v for k, v in (a["receive_to_display"] or {}).items() if k != "raw_ms"} or None,
         "fps": {**a["fps"], "decoded": webrtc["video"]["decoded_fps"]}, "freezes": a["freezes"],
         "webrtc_stats": webrtc,
@@ -687,7 +693,8 @@ def print_table(result: dict) -> None:
           f"-> lip frame received by Chromium {_ms(result['server_to_lip_frame_received'], 'p50_ms')} ms "
           f"(server audio-in -> frame-out {_ms(result['server_audio_to_frame'], 'p50_ms')}); "
           f"frame received -> shown {_ms(result['receive_to_display'], 'p50_ms')} ms")
-    print(f"  mic -> returned audio onset p50 {_ms(result['mic_to_returned_audio'], 'p50_ms')} ms")
+    print(f"  mic -> returned audio onset p50 {_ms(result['mic_to_returned_audio'], 'p50_ms')} ms; "
+          f"server process CPU {result.get('process_cpu_ms_per_frame', float('nan')):.2f} ms per frame")
     f, z = result["fps"], result["freezes"]
     decoded = f"{f['decoded']:.1f}" if f.get("decoded") else "–"
     print(f"  video: {f['presented']:.1f} fps presented ({decoded} decoded), {z['count']} freezes "
