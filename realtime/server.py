@@ -35,7 +35,7 @@ from engines.avatar import AvatarError
 from engines.base import Engine
 from engines.manifest import DEFAULT_MODEL_DIR
 from engines.mel import SAMPLE_RATE
-from realtime import low_latency, memdebug, openapi
+from realtime import allocator, low_latency, memdebug, openapi
 from realtime.api_errors import fail, json_errors, read_body
 from realtime.audio_io import AudioFormatError, load_audio
 from realtime.auth import access_middleware, cors_middleware, warn_if_exposed
@@ -355,6 +355,7 @@ def create_app(config: ServerConfig | None = None, *, engine: Engine | None = No
 
 def run_server(config: ServerConfig) -> None:
     """Serve until Ctrl-C (uvloop when installed); sessions and the frame loop close cleanly."""
+    allocator.configure()  # few malloc arenas, before the engine's and aiortc's threads (realtime/allocator.py)
     try:
         import uvloop
 
