@@ -8,7 +8,10 @@ an arena stays with it, so every arena keeps its own high-water mark and fragmen
 the arenas (``mallopt(M_ARENA_MAX)``) before the engine and the threads start is what the soak
 measured to matter (docs/benchmarks.md section 7).
 
-``LIPSTREAM_MALLOC_ARENAS=N`` picks the cap (0: glibc's default, for experiments); an explicit
+Every 30 s a daemon thread also calls ``malloc_trim(0)``, which hands the free pages inside the
+heap back to the system (by itself glibc only gives back the heap's top), so the RSS follows
+what is in use.  ``LIPSTREAM_MALLOC_ARENAS=N`` picks the cap (0: glibc's default) and
+``LIPSTREAM_MALLOC_TRIM_S=S`` the trim period (0: none), for experiments; an explicit
 ``MALLOC_ARENA_MAX`` or ``GLIBC_TUNABLES`` in the environment is left alone.  Elsewhere than glibc
 this does nothing.
 """
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 __all__ = ["limit_malloc_arenas", "start_trimming", "configure", "DEFAULT_ARENAS", "DEFAULT_TRIM_S"]
 
 DEFAULT_ARENAS = 2
-DEFAULT_TRIM_S = 0.0  # seconds between malloc_trim calls; 0: none
+DEFAULT_TRIM_S = 30.0  # seconds between malloc_trim calls; 0: none
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
@@ -75,8 +78,8 @@ def start_trimming(every_s: float) -> threading.Thread | None:
 
 
 def configure() -> dict:
-    """What ``lipstream serve`` applies before its engine and threads start: the arena cap and,
-    with ``LIPSTREAM_MALLOC_TRIM_S``, a periodic trim.  Returns what was applied (logged)."""
+    """What ``lipstream serve`` applies before its engine and threads start: the arena cap and the
+    periodic trim.  Returns what was applied (logged)."""
     arenas = limit_malloc_arenas()
     try:
         every = float(os.environ.get("LIPSTREAM_MALLOC_TRIM_S", DEFAULT_TRIM_S))
