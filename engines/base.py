@@ -203,6 +203,30 @@ class Engine(abc.ABC):
 
     # -- inference ----------------------------------------------------------------------------
 
+    def run_skipping_silence(self, mel: np.ndarray, rows: np.ndarray, gate: np.ndarray) -> EngineOutput:
+        """``run``, but the silent items (gate 0) of the built-in model skip the graph.
+
+        The built-in generator (``kind == "deform"``) multiplies its mouth parameters by the gate,
+        and its renderer at zero parameters returns the avatar frame's reference crop, exactly
+        (``tests/test_engines.py``).  So a silent item's output is known: parameters 0, the ``ref``
+        row.  In a conversation the avatar listens about half the time, and the graph is about a
+        quarter of a session's CPU per frame.  Image generators (Wav2Lip, G4G) draw a face even in
+        silence: their batches always run whole.
+        """
+        silent = gate <= 0.0
+        tables = self._tables
+        if self.manifest.kind != "deform" or "ref" not in tables or not silent.any():
+            return self.run(mel, rows, gate)
+        b = len(rows)
+        crops = np.empty((b, *tables["ref"].shape[1:]), np.float32)
+        params = np.zeros((b, len(self.manifest.params)), np.float32)
+        crops[silent] = tables["ref"][rows[silent]]
+        voiced = ~silent
+        if voiced.any():
+            out = self.run(mel[voiced], rows[voiced], gate[voiced])
+            crops[voiced], params[voiced] = out.crops, out.params
+        return EngineOutput(crops, params)
+
     @abc.abstractmethod
     def run(self, mel: np.ndarray, rows: np.ndarray, gate: np.ndarray) -> EngineOutput:
         """Run one batch.

@@ -198,7 +198,7 @@ class FrameStep:
         """Worker thread: one engine call for the batch, then composite + I420 per frame."""
         b = job.batch
         t0 = time.perf_counter()
-        output = self.engine.run(b.mel, b.rows, b.gate)
+        output = self.engine.run_skipping_silence(b.mel, b.rows, b.gate)
         infer = time.perf_counter() - t0
         out = []
         with self._composing:

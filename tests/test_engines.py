@@ -50,6 +50,26 @@ def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.max()), float(d.mean())
 
 
+def test_silent_items_skip_the_graph_with_the_output_it_would_give(avatar, reference):
+    """The built-in model at gate 0: parameters 0 and the reference crop, bit for bit, so the
+    frame step may skip the graph for them; a mixed batch gives what the whole batch gives."""
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    (mel, rows, gate), want = reference
+    assert np.all(want.params[:3] == 0.0)
+    assert np.array_equal(want.crops[:3], np.asarray(avatar.features["ref"], np.float32)[rows[:3]])
+    eng = OnnxRuntimeEngine()
+    eng.add_avatar(avatar.name, avatar.features)
+    calls = []
+    inner = eng.run
+    eng.run = lambda m, r, g: calls.append(len(r)) or inner(m, r, g)  # count what reaches the graph
+    got = eng.run_skipping_silence(mel, rows, gate)
+    assert calls == [len(rows) - 3]
+    assert np.abs(got.crops - want.crops).max() < 1e-5 and np.abs(got.params - want.params).max() < 1e-6
+    eng.run_skipping_silence(mel[:3], rows[:3], gate[:3])  # all silent: no call at all
+    assert calls == [len(rows) - 3]
+
+
 def test_torch_cpu_matches_onnxruntime(avatar, reference):
     from engines.torch_engine import TorchEngine
 
