@@ -75,7 +75,7 @@ class BitrateDamper:
         return self.current
 
 
-def _damped(base: type) -> type:
+def _damped(base: type, name: str) -> type:
     class Damped(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             super().__init__()
@@ -98,13 +98,13 @@ def _damped(base: type) -> type:
                 observe(dt)
             return out
 
-    Damped.__name__ = Damped.__qualname__ = f"Damped{base.__name__}"
+    Damped.__name__ = Damped.__qualname__ = name
     Damped.__doc__ = f"{base.__name__} whose REMB-driven target bitrate moves in damped ladder steps."
     return Damped
 
 
-DampedVp8Encoder = _damped(TunedVp8Encoder)  # and libvpx's denoiser off (realtime/vp8_encoder.py)
-DampedH264Encoder = _damped(H264Encoder)
+DampedVp8Encoder = _damped(TunedVp8Encoder, "DampedVp8Encoder")  # and libvpx's denoiser off (realtime/vp8_encoder.py)
+DampedH264Encoder = _damped(H264Encoder, "DampedH264Encoder")
 
 
 class _TimedJitterBuffer(JitterBuffer):
