@@ -56,7 +56,7 @@ def test_scores_match_their_tracks_and_the_model_is_in_sync(clip, real, model):
     for who in ("model", "baseline"):
         assert tracks[who].shape == real.shape
         assert abs(r[who]["corr"] - np.corrcoef(tracks[who], real)[0, 1]) < 1e-3, who
-    assert 0.0 <= tracks["model"].min() and tracks["model"].max() <= 1.0 and tracks["model"].max() > 0.3
+    assert tracks["model"].max() > 0.3 and tracks["model"][real > 0.5 * real.max()].mean() > 0.2  # opens with the speaker
     assert r["model"]["corr"] > max(0.2, r["baseline"]["corr"])  # on this clip the model beats loudness
     assert abs(r["model"]["best_lag"]) <= 2
     assert r["silence_frames"] >= 10 and r["silence_closed"] >= 0.8
@@ -75,7 +75,7 @@ def test_best_lag_reports_audio_delay(clip, real, model):
 
 
 def test_pocketsphinx_aligns_the_sentence(clip, real, model):
-    pytest.importorskip("pocketsphinx")
+    # pocketsphinx is a pinned test dependency (pyproject [test]): missing, this fails, not skips
     seg = real_clips.align_phones(clip.wav, clip.sentence)
     assert seg is not None
     sounding = [(s, p) for s, p in zip(seg.start, seg.phone) if p not in ("sil",)]
