@@ -32,6 +32,7 @@ class AudioToMouth(nn.Module):
 
     def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 48, 64), hidden: int = 64) -> None:
         super().__init__()
+        self.arch = {"channels": [int(c) for c in channels], "hidden": int(hidden)}
         c1, c2, c3, c4 = channels
         self.features = nn.Sequential(
             nn.Conv2d(2, c1, kernel_size=(5, 3), stride=(2, 1), padding=(2, 1)), nn.ReLU(),  # 40x16
@@ -55,11 +56,14 @@ class AudioToMouth(nn.Module):
 
 def save(model: AudioToMouth, path: Path = WEIGHTS_PATH, train_info: dict[str, Any] | None = None,
          lookahead_s: float = LOOKAHEAD_S) -> Path:
-    """Write the weights with the metadata the server needs (lookahead, version, output order)."""
+    """Write the weights with the metadata the server needs (lookahead, version, output order).
+
+    ``arch`` records the layer sizes so a wider variant loads without guessing them from shapes.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "lookahead_s": float(lookahead_s), "version": VERSION, "outputs": list(OUTPUTS),
-                "input_shape": [1, 80, 16], "train_info": train_info or {}}, path)
+                "input_shape": [1, 80, 16], "arch": model.arch, "train_info": train_info or {}}, path)
     return path
 
 
@@ -71,6 +75,7 @@ def load_checkpoint(path: Path = WEIGHTS_PATH, map_location: str = "cpu") -> dic
 def load_default(map_location: str = "cpu", path: Path = WEIGHTS_PATH) -> AudioToMouth:
     """The committed model, in eval mode."""
     ck = load_checkpoint(path, map_location)
-    model = AudioToMouth()
+    arch = ck.get("arch") or {}  # checkpoints before v3 carry no arch: the default sizes
+    model = AudioToMouth(tuple(arch.get("channels", (16, 32, 48, 64))), arch.get("hidden", 64))
     model.load_state_dict(ck["state_dict"])
     return model.eval()

@@ -69,31 +69,73 @@ def degrade_utterances(wav: np.ndarray, seg: Segments, utt_start: np.ndarray,
 TARGETS = {"anticipation_s": 0.08, "carryover_s": 0.05, "jaw_coupling": 0.5}
 
 
-def make_stream(wav: np.ndarray, seg: Segments, name: str, lookahead_s: float = LOOKAHEAD_S,
+def make_stream(mel: np.ndarray, seg: Segments, name: str, lookahead_s: float = LOOKAHEAD_S,
                 targets: dict | None = None) -> Stream:
-    """Mel of ``wav`` and the target for every window end (the frame time it serves)."""
-    mel = melspectrogram(wav)
-    ends = np.arange(mel.shape[1] + 1)
-    times = (ends - 1) / MEL_FPS - lookahead_s
+    """``mel`` with the target for every window end (the frame time that window serves)."""
+    times = (np.arange(mel.shape[1] + 1) - 1) / MEL_FPS - lookahead_s
     return Stream(mel, target_track(seg, times, **(targets or TARGETS)), name)
 
 
-def _voice_streams(args: tuple[Path, int, int, float, dict]) -> list[Stream]:
-    path, copies, seed, lookahead_s, targets = args
+def _cache_key(path: Path, copies: int, seed: int) -> str:
+    """What the degraded mels depend on: the voice file, the seed, the augmentation and mel code."""
+    import hashlib
+
+    h = hashlib.sha1()
+    st = path.stat()
+    h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{copies}:{seed}".encode())
+    for mod in (augment, sys.modules[melspectrogram.__module__]):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _degraded_mels(path: Path, copies: int, seed: int,
+                   cache_dir: Path | None) -> list[tuple[str, np.ndarray, Segments]]:
+    """Mel and phone segments of the clean copy and each degraded copy of one voice, cached.
+
+    The augmentation (room, noise, the Opus round trip) is most of a run's data time and does not
+    depend on the targets or the lookahead, so recipes that differ only in those reuse it.
+    """
+    cache = cache_dir / f"{path.stem}-{_cache_key(path, copies, seed)}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        out = []
+        for c in range(copies + 1):
+            seg = Segments(z[f"s{c}"], z[f"e{c}"], [str(x) for x in z[f"p{c}"]], str(z["phoneset"]))
+            out.append((str(z[f"n{c}"]), z[f"m{c}"], seg))
+        return out
     v = load_voice(path)
     out = []
     for c in range(copies + 1):
         rng = np.random.default_rng([seed, c, sum(map(ord, v.name))])
         # copy 0: studio-clean speech at a random level over a faint noise floor
         wav, seg = degrade_utterances(v.wav, v.seg, v.utt_start, rng, 0.0 if c == 0 else 1.0)
-        out.append(make_stream(wav, seg, f"{v.name}#{c}", lookahead_s, targets))
+        out.append((f"{v.name}#{c}", melspectrogram(wav), seg))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"phoneset": out[0][2].phoneset}
+        for c, (name, mel, seg) in enumerate(out):
+            arrays.update({f"n{c}": name, f"m{c}": mel, f"s{c}": seg.start, f"e{c}": seg.end,
+                           f"p{c}": np.asarray(seg.phone)})
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(cache)
     return out
 
 
+def _voice_streams(args: tuple[Path, int, int, float, dict, Path | None]) -> list[Stream]:
+    path, copies, seed, lookahead_s, targets, cache_dir = args
+    return [make_stream(mel, seg, name, lookahead_s, targets)
+            for name, mel, seg in _degraded_mels(path, copies, seed, cache_dir)]
+
+
 def build_streams(paths: list[Path], copies: int, seed: int, workers: int = 2,
-                  lookahead_s: float = LOOKAHEAD_S, targets: dict | None = None) -> list[Stream]:
-    """Clean + degraded streams of every voice file, built over at most 2 processes."""
-    jobs = [(p, copies, seed, lookahead_s, targets or TARGETS) for p in paths]
+                  lookahead_s: float = LOOKAHEAD_S, targets: dict | None = None,
+                  cache_dir: Path | None = None) -> list[Stream]:
+    """Clean + degraded streams of every voice file, built over at most 2 processes.
+
+    ``cache_dir``: keep each voice's degraded mels there (``train_audio`` uses ``data/speech/mels``).
+    """
+    jobs = [(p, copies, seed, lookahead_s, targets or TARGETS, cache_dir) for p in paths]
     if workers <= 1:
         return [s for j in jobs for s in _voice_streams(j)]
     with ProcessPoolExecutor(max_workers=min(workers, 2)) as ex:
@@ -127,9 +169,40 @@ def concat_streams(streams: list[Stream]) -> Dataset:
     return Dataset(np.concatenate(mels, axis=1), np.concatenate(ends), np.concatenate(tg).astype(np.float32))
 
 
+# Mel frames between a window and the one a video frame earlier (80 / 25 = 3.2, rounded down).
+FRAME_STEP = int(MEL_FPS // 25)
+
+
+def paired_indices(ds: Dataset, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` window indices, the index of the window a video frame earlier, and whether both lie
+    in the same stream (pairs that straddle the silence between two streams are masked out)."""
+    cur = rng.integers(FRAME_STEP, ds.ends.size, n)
+    prev = cur - FRAME_STEP
+    return cur, prev, ds.ends[cur] - ds.ends[prev] == FRAME_STEP
+
+
+def delta_loss(eff, eff_t, same):  # noqa: ANN001, ANN201 - torch tensors, torch imported lazily
+    """Mean |predicted change - target change| over the pairs in one stream.
+
+    ``eff``/``eff_t``: predicted and target effective opening of ``2h`` windows, the first ``h``
+    the current windows, the last ``h`` the windows a video frame earlier; ``same`` (h,) bool.
+    An offset between prediction and target costs nothing here (the level losses see it).
+    """
+    h = eff.shape[0] // 2
+    err = ((eff[:h] - eff[h:]) - (eff_t[:h] - eff_t[h:])).abs()
+    return (err * same).sum() / same.sum().clamp(min=1)
+
+
 def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: int = 250,
-          max_minutes: float | None = None):
+          max_minutes: float | None = None, channels: tuple[int, ...] = (16, 32, 48, 64),
+          hidden: int = 64, delta_weight: float = 0.0):
     """Adam on Huber(open, width) + L1(effective opening) + weighted BCE(closure).
+
+    ``delta_weight`` > 0 adds an L1 loss on the frame-to-frame change of the effective opening
+    (a window and the one a video frame earlier, same stream) against the targets' change: the
+    net stays stateless, but learns to move as much as its targets do and no more, which is the
+    flicker the served mouth showed on real speech. Half of each batch is then those earlier
+    windows, so a step costs the same.
 
     Returns the eval-mode model and a summary dict (``losses``: the loss of every step).
     """
@@ -140,14 +213,20 @@ def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: 
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = AudioToMouth()
+    model = AudioToMouth(tuple(channels), hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     pos = float(np.mean(ds.targets[:, 2] > 0.5))
     pos_weight = torch.tensor(min(6.0, (1 - pos) / max(pos, 1e-3)))
+    paired = delta_weight > 0
     t0, run, losses = time.time(), 0.0, []
     for step in range(1, steps + 1):
-        idx = rng.integers(0, ds.ends.size, batch)
+        if paired:
+            cur, prev, same_np = paired_indices(ds, batch // 2, rng)
+            same = torch.from_numpy(same_np)
+            idx = np.concatenate([cur, prev])
+        else:
+            idx = rng.integers(0, ds.ends.size, batch)
         x, y = ds.batch(idx)
         x = torch.from_numpy(x)
         y = torch.from_numpy(y)
@@ -157,6 +236,8 @@ def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: 
         loss = (F.smooth_l1_loss(op, y[:, 0], beta=0.1) + 0.5 * F.smooth_l1_loss(wd, y[:, 1], beta=0.1)
                 + F.l1_loss(eff, eff_t)
                 + F.binary_cross_entropy_with_logits(z[:, 2], y[:, 2], pos_weight=pos_weight))
+        if paired:
+            loss = loss + delta_weight * delta_loss(eff, eff_t, same)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -170,7 +251,7 @@ def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: 
             print(f"[train] time cap reached at step {step}", flush=True)
             break
     return model.eval(), {"steps": step, "final_loss": run, "seconds": round(time.time() - t0),
-                          "losses": losses}
+                          "losses": losses, "delta_weight": delta_weight}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,24 +277,37 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds the open/width targets trail the phones")
     ap.add_argument("--jaw-coupling", type=float, default=TARGETS["jaw_coupling"],
                     help="share of the neighbouring vowels' opening a tongue-only consonant keeps")
+    ap.add_argument("--channels", default="16,32,48,64",
+                    help="conv channels of the net's four layers, comma-separated (stored in the checkpoint)")
+    ap.add_argument("--hidden", type=int, default=64, help="width of the net's hidden linear layer")
+    ap.add_argument("--delta-weight", type=float, default=0.0,
+                    help="weight of the loss on the frame-to-frame change against the targets' (0 = off)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--no-mel-cache", action="store_true",
+                    help="rebuild the degraded mels instead of reusing DATA_DIR/mels")
     a = ap.parse_args(argv)
 
     import torch
 
     from export import audio_net
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     t_start = time.time()
     paths = generate(a.data_dir, "train", a.utts, a.utts_foreign, a.seed, a.workers,
                      n_recorded=a.utts_recorded)
     t_corpus = time.time() - t_start
     targets = {"anticipation_s": a.anticipation, "carryover_s": a.carryover, "jaw_coupling": a.jaw_coupling}
-    streams = build_streams(paths, a.copies, a.seed, a.workers, a.lookahead, targets)
+    streams = build_streams(paths, a.copies, a.seed, a.workers, a.lookahead, targets,
+                            cache_dir=None if a.no_mel_cache else a.data_dir / "mels")
     ds = concat_streams(streams)
     minutes = sum(s.mel.shape[1] for s in streams if s.name.endswith("#0")) / MEL_FPS / 60
     print(f"[data] {len(streams)} streams, {minutes:.1f} min of clean speech+pauses, "
           f"{ds.ends.size} windows ({time.time() - t_start:.0f} s)", flush=True)
-    model, info = train(ds, a.steps, a.batch, a.lr, a.seed, max_minutes=a.max_minutes)
+    channels = tuple(int(c) for c in a.channels.split(","))
+    if len(channels) != 4:
+        ap.error(f"--channels needs four comma-separated sizes, got {a.channels!r}")
+    model, info = train(ds, a.steps, a.batch, a.lr, a.seed, max_minutes=a.max_minutes,
+                        channels=channels, hidden=a.hidden, delta_weight=a.delta_weight)
     info.pop("losses")
     info.update({"voices": sorted({s.name.split("#")[0] for s in streams}), "clean_minutes": round(minutes, 1),
                  "copies": a.copies, "utts": a.utts, "utts_foreign": a.utts_foreign,

@@ -98,3 +98,21 @@ def test_committed_weights_follow_held_out_speech_at_any_level():
     assert loud["corr_speech"] > 0.5 and quiet["corr_speech"] > 0.5
     assert loud["closure_recall"] >= 0.5
     assert loud["silence_open"] < 0.1 and quiet["silence_open"] < 0.1
+
+
+def test_wider_net_round_trips_through_its_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    m = AudioToMouth((8, 16, 24, 32), 16).eval()
+    path = audio_net.save(m, tmp_path / "w.pt")
+    assert load_checkpoint(path)["arch"] == {"channels": [8, 16, 24, 32], "hidden": 16}
+    back = load_default(path=path)
+    x = torch.empty(3, 1, 80, 16).uniform_(-4, 4)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+
+
+def test_checkpoint_without_arch_loads_the_default_sizes(tmp_path):
+    ck = load_checkpoint()
+    ck.pop("arch", None)
+    torch.save(ck, tmp_path / "old.pt")
+    assert load_default(path=tmp_path / "old.pt").arch == {"channels": [16, 32, 48, 64], "hidden": 64}

@@ -71,7 +71,15 @@ def test_tiny_training_run_loss_falls(tmp_path):
 
     torch.set_num_threads(2)
     paths = generate(tmp_path, "train", 4, 2, seed=3, voices=["flite_kal16", "flite_awb"])
-    streams = build_streams(paths, copies=1, seed=3, workers=1)
+    cache = tmp_path / "mels"
+    streams = build_streams(paths, copies=1, seed=3, workers=1, cache_dir=cache)
+    # the degraded mels are cached per voice; a second build (another lookahead) reads them back
+    assert len(list(cache.glob("*.npz"))) == 2
+    again = build_streams(paths, copies=1, seed=3, workers=1, cache_dir=cache, lookahead_s=0.0)
+    fresh = build_streams(paths, copies=1, seed=3, workers=1, lookahead_s=0.0)
+    for a, b, c in zip(streams, again, fresh):
+        assert a.name == b.name == c.name and np.array_equal(a.mel, b.mel) and np.array_equal(b.mel, c.mel)
+        assert np.array_equal(b.targets, c.targets) and not np.array_equal(a.targets, b.targets)
     ds = concat_streams(streams)
     assert ds.ends.size > 1000 and abs(ds.targets[:, 0].max() - 0.9) < 0.1
     assert streams[0].mel.shape[1] / MEL_FPS > 5
@@ -82,6 +90,49 @@ def test_tiny_training_run_loss_falls(tmp_path):
     x, _ = ds.batch(np.arange(8))
     with torch.no_grad():
         assert model(torch.from_numpy(x)).shape == (8, 3)
+
+
+def test_frame_pairs_stay_inside_one_stream():
+    from export.train_audio import FRAME_STEP, Stream, concat_streams, paired_indices
+
+    streams = [Stream(np.zeros((80, n), np.float32), np.zeros((n + 1, 3), np.float32), str(n)) for n in (10, 20)]
+    ds = concat_streams(streams)
+    cur, prev, same = paired_indices(ds, 2000, np.random.default_rng(0))
+    assert (cur - prev == FRAME_STEP).all()
+    # ends 1..10 are stream 0, 11..30 stream 1: a window whose earlier frame is in stream 0 is masked
+    in_second = cur >= 10
+    assert (same == ~(in_second & (prev < 10))).all() and same.any() and not same.all()
+
+
+def test_delta_loss_scores_the_change_not_the_level():
+    import torch
+
+    from export.train_audio import delta_loss
+
+    tgt = torch.tensor([0.8, 0.1, 0.5, 0.0, 0.3, 0.5])  # current 0.8 0.1 0.5, a frame earlier 0.0 0.3 0.5
+    same = torch.tensor([True, True, True])
+    assert float(delta_loss(tgt + 0.2, tgt, same)) == pytest.approx(0.0, abs=1e-7)  # offset: free
+    flat = torch.full((6,), 0.4)  # a net that does not move: misses each change (0.8, 0.2, 0.0)
+    assert float(delta_loss(flat, tgt, same)) == pytest.approx(1.0 / 3)
+    # a pair that straddles two streams is left out
+    assert float(delta_loss(flat, tgt, torch.tensor([False, True, True]))) == pytest.approx(0.1)
+
+
+def test_delta_loss_training_runs_on_pairs():
+    import torch
+
+    from export.train_audio import FRAME_STEP, Stream, concat_streams, train
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    mel = rng.uniform(-4, 0, (80, 600)).astype(np.float32)
+    tg = np.zeros((601, 3), np.float32)
+    tg[:, 0] = (np.arange(601) // FRAME_STEP) % 2 * 0.8
+    ds = concat_streams([Stream(mel, tg, "x")])
+    model, info = train(ds, steps=40, batch=32, lr=3e-3, seed=0, log_every=1000, delta_weight=1.0,
+                        channels=(8, 8, 8, 8), hidden=8)
+    assert info["delta_weight"] == 1.0 and np.isfinite(info["losses"]).all()
+    assert model.arch == {"channels": [8, 8, 8, 8], "hidden": 8}
 
 
 def test_opus_round_trip_keeps_time_and_level():
