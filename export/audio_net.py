@@ -1,6 +1,6 @@
 """The audio-to-mouth-shape net: one 16x80 mel window -> (open, width, closure).
 
-A small strided CNN (~90k parameters, well under 1 ms per window on one CPU core) whose
+A small strided CNN (~200k parameters, under 1 ms per window on one CPU core) whose
 forward is plain Conv2d/ReLU/Linear plus a max and a subtraction, so it exports to ONNX opset 17
 and fuses into the full generator graph.
 
@@ -22,15 +22,16 @@ import torch
 from torch import nn
 
 LOOKAHEAD_S = 0.04  # where the window ends relative to the frame time (engines.windows)
-VERSION = "audio2mouth-v2"
+VERSION = "audio2mouth-v3"
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "audio_to_mouth.pt"
 OUTPUTS = ("open", "width", "closure")
+V2_CHANNELS, V2_HIDDEN = (16, 32, 48, 64), 64  # the sizes of v1/v2, whose checkpoints carry no "arch"
 
 
 class AudioToMouth(nn.Module):
     """(B, 1, 80, 16) normalised mel window -> (B, 3) [open, width, closure]."""
 
-    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 48, 64), hidden: int = 64) -> None:
+    def __init__(self, channels: tuple[int, ...] = (24, 48, 72, 96), hidden: int = 96) -> None:
         super().__init__()
         self.arch = {"channels": [int(c) for c in channels], "hidden": int(hidden)}
         c1, c2, c3, c4 = channels
@@ -75,7 +76,7 @@ def load_checkpoint(path: Path = WEIGHTS_PATH, map_location: str = "cpu") -> dic
 def load_default(map_location: str = "cpu", path: Path = WEIGHTS_PATH) -> AudioToMouth:
     """The committed model, in eval mode."""
     ck = load_checkpoint(path, map_location)
-    arch = ck.get("arch") or {}  # checkpoints before v3 carry no arch: the default sizes
-    model = AudioToMouth(tuple(arch.get("channels", (16, 32, 48, 64))), arch.get("hidden", 64))
+    arch = ck.get("arch") or {}  # checkpoints before v3 carry no arch: v1/v2's sizes
+    model = AudioToMouth(tuple(arch.get("channels", V2_CHANNELS)), arch.get("hidden", V2_HIDDEN))
     model.load_state_dict(ck["state_dict"])
     return model.eval()

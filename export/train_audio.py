@@ -9,7 +9,7 @@ frame time that window serves, ``(e - 1)/80 - lookahead`` -> Adam.
 All streams are laid end to end in one mel array separated by 16 frames of ``SILENCE_VALUE``,
 which is exactly what ``windows_at`` reads outside a stream, so one gather serves a whole batch.
 
-    python -m export.train_audio               # corpus + training, ~12 min on 2 cores
+    python -m export.train_audio               # corpus + training, ~30 min on 2 cores
     python -m export.train_audio --steps 200 --utts 4 --out /tmp/a.pt   # smoke run
 """
 
@@ -194,8 +194,8 @@ def delta_loss(eff, eff_t, same):  # noqa: ANN001, ANN201 - torch tensors, torch
 
 
 def train(ds: Dataset, steps: int, batch: int, lr: float, seed: int, log_every: int = 250,
-          max_minutes: float | None = None, channels: tuple[int, ...] = (16, 32, 48, 64),
-          hidden: int = 64, delta_weight: float = 0.0):
+          max_minutes: float | None = None, channels: tuple[int, ...] = (24, 48, 72, 96),
+          hidden: int = 96, delta_weight: float = 0.0):
     """Adam on Huber(open, width) + L1(effective opening) + weighted BCE(closure).
 
     ``delta_weight`` > 0 adds an L1 loss on the frame-to-frame change of the effective opening
@@ -277,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds the open/width targets trail the phones")
     ap.add_argument("--jaw-coupling", type=float, default=TARGETS["jaw_coupling"],
                     help="share of the neighbouring vowels' opening a tongue-only consonant keeps")
-    ap.add_argument("--channels", default="16,32,48,64",
+    ap.add_argument("--channels", default="24,48,72,96",
                     help="conv channels of the net's four layers, comma-separated (stored in the checkpoint)")
-    ap.add_argument("--hidden", type=int, default=64, help="width of the net's hidden linear layer")
-    ap.add_argument("--delta-weight", type=float, default=0.0,
+    ap.add_argument("--hidden", type=int, default=96, help="width of the net's hidden linear layer")
+    ap.add_argument("--delta-weight", type=float, default=1.0,
                     help="weight of the loss on the frame-to-frame change against the targets' (0 = off)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--no-mel-cache", action="store_true",

@@ -30,7 +30,7 @@ def test_size_and_cpu_latency():
     torch.set_num_threads(1)
     m = AudioToMouth().eval()
     n = sum(p.numel() for p in m.parameters())
-    assert 10_000 < n < 150_000
+    assert 10_000 < n < 250_000
     x = torch.zeros(1, 1, 80, 16)
     with torch.no_grad():
         for _ in range(20):
@@ -39,7 +39,7 @@ def test_size_and_cpu_latency():
         for _ in range(200):
             m(x)
     per = (time.perf_counter() - t) / 200
-    assert per < 2e-3, f"{per * 1e3:.2f} ms per window"  # ~0.25 ms measured; slack for shared CPUs
+    assert per < 2e-3, f"{per * 1e3:.2f} ms per window"  # ~0.42 ms measured (v3 sizes); slack for shared CPUs
 
 
 def test_onnx_opset17_export_matches_torch():
@@ -111,8 +111,9 @@ def test_wider_net_round_trips_through_its_checkpoint(tmp_path):
         assert torch.equal(back(x), m(x))
 
 
-def test_checkpoint_without_arch_loads_the_default_sizes(tmp_path):
+def test_checkpoint_without_arch_loads_v2_sizes(tmp_path):
     ck = load_checkpoint()
     ck.pop("arch", None)
+    ck["state_dict"] = AudioToMouth(audio_net.V2_CHANNELS, audio_net.V2_HIDDEN).state_dict()
     torch.save(ck, tmp_path / "old.pt")
     assert load_default(path=tmp_path / "old.pt").arch == {"channels": [16, 32, 48, 64], "hidden": 64}
