@@ -25,17 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from export.phonemes import Segments, effective_open, is_silence, target_track
+from export.real_speech_eval import pearson
 
 DEFAULT_FROM = Path(__file__).resolve().parent / "results" / "real_speech_eval.json"
 JAW = (0.0, 0.5, 0.75, 1.0)
 SMOOTHING = ((0.05, 0.03), (0.08, 0.05), (0.12, 0.08))
 FPS = 25.0
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def clip_tracks(clip: dict) -> tuple[Segments, np.ndarray, np.ndarray]:
