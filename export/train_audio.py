@@ -16,6 +16,7 @@ which is exactly what ``windows_at`` reads outside a stream, so one gather serve
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -116,7 +117,7 @@ def _degraded_mels(path: Path, copies: int, seed: int,
         for c, (name, mel, seg) in enumerate(out):
             arrays.update({f"n{c}": name, f"m{c}": mel, f"s{c}": seg.start, f"e{c}": seg.end,
                            f"p{c}": np.asarray(seg.phone)})
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # two runs may build the same voice
         np.savez(tmp, **arrays)
         tmp.replace(cache)
     return out
