@@ -2,14 +2,14 @@
 
 Pipeline: synthesize the training voices (``export.speech_corpus``, cached) -> per voice, a clean
 copy and ``--copies`` degraded copies (``export.augment``: speed, room, mic response, noise, level;
-drawn per utterance) -> ``engines.mel.melspectrogram`` of each stream -> for every mel frame end
+drawn per utterance) -> ``engines.mel.melspectrogram`` of each stream (cached in ``data/speech/mels``) -> for every mel frame end
 ``e`` the window ``engines.windows.windows_at(mel, [e])`` and the coarticulated phone target at the
 frame time that window serves, ``(e - 1)/80 - lookahead`` -> Adam.
 
 All streams are laid end to end in one mel array separated by 16 frames of ``SILENCE_VALUE``,
 which is exactly what ``windows_at`` reads outside a stream, so one gather serves a whole batch.
 
-    python -m export.train_audio               # corpus + training, ~30 min on 2 cores
+    python -m export.train_audio               # corpus + training, ~35 min on 2 cores (docs/model-card.md)
     python -m export.train_audio --steps 200 --utts 4 --out /tmp/a.pt   # smoke run
 """
 
